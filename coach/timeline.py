@@ -1,0 +1,448 @@
+"""The timeline: every cue, chime and pulse of a session with its start and end.
+
+It is computed before any sound is made and is the one source of truth for preview,
+captions, chapters, rendering and live playback. Two pure steps, no clock and no I/O:
+
+1. `write_script(routine, pack)` decides *what* is said and sounded in each run of a step
+   (a step with sides runs once per side). It knows every text, so speech can be
+   synthesized (and measured) before anything is placed.
+2. `build(script, sounds, pacing)` decides *when*, in integer samples at RATE, from the
+   measured lengths. Its rules (SPEC "Timing rules"): speech never overlaps and is kept
+   GAP apart; a run's opening speech starts at its start (after its chime, when chimes
+   sound); tips and countdowns sit at their times and are pushed later, never dropped,
+   when speech is in the way; a run is lengthened until its speech fits; a countdown
+   cue always starts exactly its number of seconds before the run ends; pace scales each
+   run's time and its tip times, never the voice; a target length scales the time that
+   is not speech, and is hit to the sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from coach.errors import UsageError
+from coach.routine import Routine
+from coach.units import RATE, Samples, Seconds, to_samples, to_seconds
+from coach.voicepack import VoicePack
+from coach.yamlfile import format_duration
+
+#: Silence kept between two spoken cues.
+GAP: Samples = to_samples(0.35)
+#: From a chime's strike to the speech that follows it.
+CHIME_LEAD: Samples = to_samples(0.8)
+#: A run ends no sooner than this after its last word.
+TAIL: Samples = to_samples(0.5)
+#: Silence at the very end of a session (it also lets an audio device drain).
+END_SILENCE: Samples = to_samples(1.5)
+
+SPEECH, CHIME, PULSE = "speech", "chime", "pulse"
+_KIND_ORDER = {CHIME: 0, SPEECH: 1, PULSE: 2}
+
+
+# -- What is said -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tip:
+    offset: Seconds  # from the run's start, at pace 1
+    text: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a step: the whole step, or one side of it."""
+
+    step: int
+    side: str | None
+    title: str
+    time: Seconds  # at pace 1, spoken opening included
+    chime: str  # the chime sound that opens the run
+    switch: bool  # a later side of its step: opens with the switch cue and side chime
+    opening: tuple[str, ...]  # spoken back to back at the start
+    tips: tuple[Tip, ...]  # in order of offset
+    countdown: Seconds | None
+    countdown_text: str
+    rhythm: float | None
+
+
+@dataclass(frozen=True)
+class Script:
+    title: str
+    runs: tuple[Run, ...]
+    halfway: str
+    finished: str
+    end_chime: str
+    warnings: tuple[str, ...] = ()
+
+    def texts(self) -> set[str]:
+        """Every distinct text the session may speak."""
+        out = {self.halfway, self.finished}
+        for run in self.runs:
+            out.update(run.opening)
+            out.update(t.text for t in run.tips)
+            if run.countdown is not None:
+                out.add(run.countdown_text)
+        return out
+
+
+def _announce(template: str, title: str) -> str:
+    return template.format(title=title.rstrip(".!?;: "))
+
+
+def write_script(routine: Routine, pack: VoicePack, *, countdown: Seconds | None = None) -> Script:
+    """What the session says and sounds, run by run.
+
+    `countdown` overrides every step's countdown (0 turns countdowns off); a countdown
+    longer than half a run is left out for that run, with a warning.
+    """
+    p = pack.phrases
+    runs: list[Run] = []
+    warnings: list[str] = []
+    for index, step in enumerate(routine.steps):
+        cd = step.countdown if countdown is None else (countdown or None)
+        if countdown and cd is not None and cd * 2 > step.time:
+            warnings.append(
+                f'step {index + 1} "{step.title}": no {format_duration(cd)} countdown '
+                f"in a {format_duration(step.time)} step"
+            )
+            cd = None
+        for n, side in enumerate(step.sides or (None,)):
+            words = {"side": p.side(side)} if side else {}
+            first = _announce(p.next_step, step.title)
+            opening = (
+                (first, step.say.format(**words))
+                if n == 0
+                else (p.switch_sides.format(**words), step.say.format(**words))
+            )
+            tips: list[Tip] = []
+            for tip in step.tips:
+                text = tip.say.format(**words)
+                if tip.after is not None:
+                    tips.append(Tip(tip.after, text))
+                elif tip.every is not None:
+                    k = 1
+                    while k * tip.every < step.time:
+                        tips.append(Tip(k * tip.every, text))
+                        k += 1
+            tips.sort(key=lambda t: t.offset)  # stable: equal offsets keep file order
+            runs.append(
+                Run(
+                    step=index,
+                    side=side,
+                    title=step.title,
+                    time=step.time,
+                    chime=pack.chimes["step"] if n == 0 else pack.chimes["side"],
+                    switch=n > 0,
+                    opening=opening,
+                    tips=tuple(tips),
+                    countdown=cd,
+                    countdown_text=p.countdown.format(seconds=f"{cd:g}") if cd else "",
+                    rhythm=step.rhythm,
+                )
+            )
+    return Script(
+        title=routine.title,
+        runs=tuple(runs),
+        halfway=p.halfway,
+        finished=p.finished,
+        end_chime=pack.chimes["end"],
+        warnings=tuple(warnings),
+    )
+
+
+# -- When it is said ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sounds:
+    """Measured lengths of everything the timeline places."""
+
+    speech: Mapping[str, Samples]
+    chimes: Mapping[str, Samples]
+    pulse: Samples
+
+
+@dataclass(frozen=True)
+class Pacing:
+    pace: float = 1.0  # scales each run's time (slow 1.25, brisk 0.8)
+    length: Samples | None = None  # fit the whole session to this; overrides pace
+    chimes: bool = True
+
+
+@dataclass(frozen=True, order=True)
+class Event:
+    start: Samples
+    order: int  # chimes, then speech, then pulses, for events that start together
+    seq: int  # then the order they were placed in
+    end: Samples = field(compare=False)
+    kind: str = field(compare=False)
+    text: str = field(compare=False)  # what is said, the chime's sound, or the pulse
+    step: int | None = field(compare=False)
+    side: str | None = field(compare=False)
+    role: str = field(compare=False)  # announce, say, switch, tip, countdown, halfway,
+    # finished; step, side, end (chimes); rhythm
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "start": round(to_seconds(self.start), 6),
+            "end": round(to_seconds(self.end), 6),
+            "step": self.step,
+            "side": self.side,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where a run landed."""
+
+    run: int  # index into Script.runs
+    step: int
+    side: str | None
+    title: str
+    start: Samples
+    end: Samples
+    nominal: Samples  # what its time asked for at this pace
+
+    @property
+    def lengthened(self) -> Samples:
+        return max(0, self.end - self.start - self.nominal)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    title: str
+    total: Samples
+    events: tuple[Event, ...]
+    segments: tuple[Segment, ...]
+    factor: float  # the pace factor in effect (found by the fit when a length was asked)
+    warnings: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "title": self.title,
+            "total": round(to_seconds(self.total), 6),
+            "pace": round(self.factor, 6),
+            "events": [e.as_json() for e in self.events],
+            "warnings": list(self.warnings),
+        }
+
+
+class _Placer:
+    """Collects events in placement order and keeps speech apart."""
+
+    def __init__(self, sounds: Sounds, seq: int = 0) -> None:
+        self.sounds = sounds
+        self.events: list[Event] = []
+        self.seq = seq
+        self.free: Samples = 0  # earliest start of the next speech
+
+    def add(
+        self, kind: str, start: Samples, length: Samples, text: str, run: Run | None, role: str
+    ) -> Event:
+        event = Event(
+            start,
+            _KIND_ORDER[kind],
+            self.seq,
+            start + length,
+            kind,
+            text,
+            run.step if run else None,
+            run.side if run else None,
+            role,
+        )
+        self.seq += 1
+        self.events.append(event)
+        return event
+
+    def say(self, at: Samples, text: str, run: Run | None, role: str) -> Event:
+        start = max(at, self.free)
+        event = self.add(SPEECH, start, self.sounds.speech[text], text, run, role)
+        self.free = event.end + GAP
+        return event
+
+
+def _place_run(
+    p: _Placer, index: int, run: Run, start: Samples, factor: float, chimes: bool
+) -> tuple[Segment, Samples]:
+    """Place one run from `start`; returns its segment and the latest start a later
+    cue (the halfway cue) may have in it without crossing its countdown."""
+    nominal = to_samples(run.time * factor)
+    p.free = max(p.free, start)
+    if chimes:
+        role = "side" if run.switch else "step"
+        p.add(CHIME, start, p.sounds.chimes[run.chime], run.chime, run, role)
+        p.free = max(p.free, start + CHIME_LEAD)
+    roles = ("switch" if run.switch else "announce", "say")
+    last = None
+    for k, text in enumerate(run.opening):
+        last = p.say(start, text, run, roles[min(k, 1)])
+    opening_end = last.end if last else start
+    for tip in run.tips:
+        last = p.say(start + to_samples(tip.offset * factor), tip.text, run, "tip")
+    end = start + nominal
+    speech_end = last.end if last else start
+    if run.countdown is not None:
+        cd = to_samples(run.countdown)
+        cue = p.say(end - cd, run.countdown_text, run, "countdown")
+        limit = cue.start
+        end = max(cue.start + cd, cue.end + TAIL)
+    else:
+        end = max(end, speech_end + TAIL)
+        limit = end - TAIL
+    if run.rhythm:
+        period = RATE * 60.0 / run.rhythm
+        first = opening_end + GAP
+        k = 0
+        while (at := first + round(k * period)) + p.sounds.pulse <= end - TAIL:
+            p.add(PULSE, at, p.sounds.pulse, f"{run.rhythm:g} bpm", run, "rhythm")
+            k += 1
+    segment = Segment(index, run.step, run.side, run.title, start, end, nominal)
+    return segment, limit
+
+
+def _layout(
+    script: Script, sounds: Sounds, factor: float, chimes: bool, extra: Samples = 0
+) -> tuple[list[Event], list[Segment], list[Samples], Samples]:
+    p = _Placer(sounds)
+    segments: list[Segment] = []
+    limits: list[Samples] = []
+    at: Samples = 0
+    for index, run in enumerate(script.runs):
+        segment, limit = _place_run(p, index, run, at, factor, chimes)
+        segments.append(segment)
+        limits.append(limit)
+        at = segment.end
+    p.free = max(p.free, at)
+    spoken = p.say(at, script.finished, None, "finished")
+    end = spoken.end
+    if chimes:
+        bell = p.add(
+            CHIME, spoken.end + GAP, sounds.chimes[script.end_chime], script.end_chime, None, "end"
+        )
+        end = bell.end
+    return p.events, segments, limits, end + END_SILENCE + extra
+
+
+def _total(script: Script, sounds: Sounds, factor: float, chimes: bool) -> Samples:
+    return _layout(script, sounds, factor, chimes)[3]
+
+
+def fit_factor(script: Script, sounds: Sounds, length: Samples, chimes: bool) -> float:
+    """The largest pace factor whose session is no longer than `length`.
+
+    The total grows with the factor (only the time that is not speech scales), so a
+    bisection finds it; a length shorter than the speech alone is refused.
+    """
+    floor = _total(script, sounds, 0.0, chimes)
+    if length < floor:
+        raise UsageError(
+            f"--length {_clock(length)} is shorter than the speech alone "
+            f"({_clock(floor)}); ask for at least {math.ceil(to_seconds(floor))}s"
+        )
+    lo, hi = 0.0, 1.0
+    while _total(script, sounds, hi, chimes) <= length:
+        lo, hi = hi, hi * 2
+        if hi > 1e6:
+            return lo
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        if _total(script, sounds, mid, chimes) <= length:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def build(script: Script, sounds: Sounds, pacing: Pacing = Pacing()) -> Timeline:
+    """Place every event of the session. Pure: same inputs, same timeline."""
+    factor = pacing.pace
+    extra = 0
+    if pacing.length is not None:
+        factor = fit_factor(script, sounds, pacing.length, pacing.chimes)
+        # Rounding each run to whole samples leaves the fit a few samples short at most;
+        # they go to the final silence so the total is exactly what was asked.
+        extra = pacing.length - _total(script, sounds, factor, pacing.chimes)
+    events, segments, limits, total = _layout(script, sounds, factor, pacing.chimes, extra)
+    warnings = list(script.warnings)
+    halfway = _place_halfway(script, sounds, events, segments, limits)
+    if halfway is None:
+        warnings.append("the halfway cue found no quiet moment and is left out")
+    else:
+        events.append(halfway)
+    for seg in segments:
+        if seg.lengthened >= to_samples(0.05):
+            side = f" ({seg.side} side)" if seg.side else ""
+            warnings.append(
+                f'step {seg.step + 1} "{seg.title}"{side} lengthened by '
+                f"{to_seconds(seg.lengthened):.1f}s to fit what it says"
+            )
+    return Timeline(
+        title=script.title,
+        total=total,
+        events=tuple(sorted(events)),
+        segments=tuple(segments),
+        factor=factor,
+        warnings=tuple(warnings),
+    )
+
+
+def _place_halfway(
+    script: Script,
+    sounds: Sounds,
+    events: list[Event],
+    segments: list[Segment],
+    limits: list[Samples],
+) -> Event | None:
+    """The halfway cue goes into the first quiet moment at or after the middle of the
+    session's steps, inside a run and before that run's countdown."""
+    if not segments:
+        return None
+    length = sounds.speech[script.halfway]
+    speech = sorted((e.start, e.end) for e in events if e.kind == SPEECH)
+    middle = segments[-1].end // 2
+    candidates = sorted({middle} | {end + GAP for _, end in speech if end + GAP >= middle})
+    si = 0
+    for at in candidates:
+        while si < len(segments) and segments[si].end <= at:
+            si += 1
+        if si == len(segments):
+            return None
+        seg = segments[si]
+        if at + length > limits[si]:
+            continue
+        if any(s < at + length + GAP and at < e + GAP for s, e in speech):
+            continue
+        run = script.runs[seg.run]
+        return Event(
+            at,
+            _KIND_ORDER[SPEECH],
+            10**9,
+            at + length,
+            SPEECH,
+            script.halfway,
+            run.step,
+            run.side,
+            "halfway",
+        )
+    return None
+
+
+def _clock(samples: Samples) -> str:
+    seconds = to_seconds(samples)
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def clock(samples: Samples) -> str:
+    """m:ss.s, for tables and messages."""
+    return _clock(samples)
+
+
+def speech_only(events: Iterable[Event]) -> list[Event]:
+    return [e for e in events if e.kind == SPEECH]
