@@ -1,0 +1,311 @@
+"""coach.speech against the real engine (espeak-ng through pyttsx3); no fakes of pyttsx3."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coach import speech
+from coach.errors import SpeechError
+from coach.speech import SpeechCache, SpeechSettings, Synthesizer, Voice, list_voices
+from coach.units import RATE, to_samples
+
+EN = SpeechSettings(voice="gmw/en", rate=175)
+
+SENTENCES = [
+    "Rest both hands on the shoulders.",
+    "Slide your palms slowly down the back.",
+    "Press gently with your thumbs.",
+    "Breathe out as you lean in.",
+    "Circle the shoulder blades three times.",
+    "Keep the pressure steady and even.",
+    "Move up towards the neck.",
+    "Ease off and let the hands rest.",
+    "Knead the upper arms with both hands.",
+    "Finish with long, light strokes.",
+]
+
+WORDS = ["gently", "press", "your", "thumbs", "along", "the", "muscle", "and", "breathe",
+         "slowly", "while", "keeping", "steady", "even", "pressure", "on", "upper", "back"]
+
+
+def _cues(n: int) -> list[str]:
+    """n distinct cues of 2 to 12 words."""
+    rng = random.Random(1)
+    out: dict[str, None] = {}
+    while len(out) < n:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 12))]
+        out[" ".join(words).capitalize() + "."] = None
+    return list(out)
+
+
+def _child_pids() -> set[int]:
+    """Live child processes of this process (Linux /proc), besides multiprocessing's view."""
+    pids = set()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == me and fields[0] != "Z":
+                pids.add(int(entry.name))
+    return pids
+
+
+def _assert_no_workers_left(before: set[int]) -> None:
+    assert multiprocessing.active_children() == []
+    if sys.platform.startswith("linux"):
+        assert _child_pids() <= before
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> SpeechCache:
+    return SpeechCache(tmp_path / "speech")
+
+
+# ----------------------------------------------------------------- without the engine
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert speech.default_cache_dir() == tmp_path / "coach" / "speech"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    assert speech.default_cache_dir() == Path.home() / ".cache" / "coach" / "speech"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert speech.default_cache_dir() == Path.home() / ".cache" / "coach" / "speech"
+
+
+def test_key_depends_on_voice_rate_and_text(cache: SpeechCache) -> None:
+    paths = {
+        cache.path("Hello.", EN),
+        cache.path("Hello.", SpeechSettings("gmw/en-us", 175)),
+        cache.path("Hello.", SpeechSettings("gmw/en", 176)),
+        cache.path("Hello!", EN),
+    }
+    assert len(paths) == 4
+    p = cache.path("Hello.", EN)
+    assert p.parent.name == p.stem[:2] and p.suffix == ".wav"
+    assert p == cache.path("Hello.", SpeechSettings("gmw/en", 175))
+
+
+def test_missing_clip(cache: SpeechCache) -> None:
+    assert cache.length("never said", EN) is None
+    with pytest.raises(KeyError):
+        cache.load("never said", EN)
+    with pytest.raises(SpeechError, match="never said"):
+        cache.load("never said", EN)
+
+
+def test_first_stored_clip_wins(cache: SpeechCache) -> None:
+    # Two processes filling the cache at once: the second must not change the length the
+    # first one already reported.
+    first = cache._store("Hi.", EN, np.zeros(1000, dtype=np.int16))
+    second = cache._store("Hi.", EN, np.zeros(2000, dtype=np.int16))
+    assert first == second == 1000 == len(cache.load("Hi.", EN))
+    assert [p.name for p in cache.directory.rglob("*") if p.is_file()] == [
+        cache.path("Hi.", EN).name]
+
+
+def test_damaged_clip_counts_as_missing(cache: SpeechCache) -> None:
+    path = cache.path("Hi.", EN)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"RIFF\0\0")
+    assert cache.length("Hi.", EN) is None
+
+
+def test_silent_engine_output_is_an_error(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.wav"
+    with wave.open(str(raw), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes(b"\0\0" * 5000)
+    with pytest.raises(SpeechError, match=r"no sound for '\.\.\.'"):
+        speech._finish_clip(raw, "...")
+
+
+def test_empty_text_is_an_error(cache: SpeechCache) -> None:
+    with pytest.raises(SpeechError, match="empty"):
+        Synthesizer(cache).ensure(["Fine.", "  "], EN)
+
+
+def test_worker_count_grows_with_missing_work(cache: SpeechCache) -> None:
+    auto = Synthesizer(cache)
+    assert auto.worker_count(0) == 0
+    assert auto.worker_count(1) == 1
+    assert auto.worker_count(10) == 1
+    assert 1 <= auto.worker_count(10_000) <= (os.cpu_count() or 1)
+    assert Synthesizer(cache, workers=4).worker_count(3) == 3
+
+
+# -------------------------------------------------------------------- with the engine
+
+
+@pytest.mark.tts
+def test_clip_is_cached_with_its_true_length(cache: SpeechCache) -> None:
+    text = SENTENCES[0]
+    lengths = Synthesizer(cache).ensure([text, text], EN)
+    assert list(lengths) == [text]
+    clip = cache.load(text, EN)
+    assert clip.dtype == np.float32 and clip.ndim == 1
+    assert lengths[text] == cache.length(text, EN) == len(clip)
+    assert to_samples(0.8) < len(clip) < to_samples(4.0)
+    with wave.open(str(cache.path(text, EN)), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (RATE, 1, 2)
+    assert not list(cache.directory.glob(".raw-*")), "engine temp files left behind"
+
+
+@pytest.mark.tts
+def test_cached_text_is_not_synthesized_again(cache: SpeechCache) -> None:
+    synth = Synthesizer(cache)
+    first = synth.ensure(SENTENCES[:3], EN)
+    assert synth.synthesized == 3
+    mtimes = [cache.path(t, EN).stat().st_mtime_ns for t in SENTENCES[:3]]
+    calls: list[tuple[int, int]] = []
+    start = time.perf_counter()
+    again = Synthesizer(cache).ensure(SENTENCES[:3], EN, progress=lambda *a: calls.append(a))
+    assert time.perf_counter() - start < 0.05  # no worker was started
+    assert again == first
+    assert calls == []
+    assert [cache.path(t, EN).stat().st_mtime_ns for t in SENTENCES[:3]] == mtimes
+    # Only the new text is made.
+    synth.ensure([*SENTENCES[:3], SENTENCES[3]], EN)
+    assert synth.synthesized == 4
+
+
+@pytest.mark.tts
+def test_length_lookup_is_fast(cache: SpeechCache) -> None:
+    Synthesizer(cache).ensure(SENTENCES[:2], EN)
+    start = time.perf_counter()
+    for i in range(1000):
+        assert cache.length(SENTENCES[i % 2], EN) is not None
+    assert time.perf_counter() - start < 0.2
+
+
+def _ratios(slow: dict[str, int], fast: dict[str, int]) -> list[float]:
+    return [slow[t] / fast[t] for t in slow]
+
+
+@pytest.mark.tts
+def test_rate_is_honoured_by_fresh_workers(cache: SpeechCache) -> None:
+    # Trap 3 on a new engine: each ensure call starts new workers that set the rate once.
+    texts = SENTENCES
+    slow = Synthesizer(cache, workers=2).ensure(texts, SpeechSettings("gmw/en", 120))
+    fast = Synthesizer(cache, workers=2).ensure(texts, SpeechSettings("gmw/en", 240))
+    ratios = _ratios(slow, fast)
+    assert all(1.6 <= r <= 2.4 for r in ratios), ratios
+
+
+@pytest.mark.tts
+def test_rate_is_honoured_when_it_changes_in_one_engine(tmp_path: Path) -> None:
+    # Trap 3 in a long-lived engine: one worker, 20 jobs alternating 120 and 240 wpm. The
+    # public API keeps one rate per ensure call, so this drives the worker protocol itself.
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    worker = ctx.Process(target=speech._worker_main, args=(child, "espeak", 30.0), daemon=True)
+    worker.start()
+    child.close()
+    lengths: dict[tuple[str, int], int] = {}
+    try:
+        for i, (text, rate) in enumerate((t, r) for t in SENTENCES for r in (120, 240)):
+            raw = tmp_path / f"{i}.wav"
+            parent.send((i, text, "gmw/en", rate, str(raw)))
+            assert parent.recv() == ("done", i)
+            lengths[text, rate] = len(speech._finish_clip(raw, text))
+        parent.send(None)
+        worker.join(5)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        worker.join()
+    ratios = [lengths[t, 120] / lengths[t, 240] for t in SENTENCES]
+    assert all(1.6 <= r <= 2.4 for r in ratios), ratios
+
+
+@pytest.mark.tts
+def test_many_texts_with_two_workers(cache: SpeechCache) -> None:
+    texts = _cues(60)
+    assert len(set(texts)) == 60
+    calls: list[tuple[int, int]] = []
+    synth = Synthesizer(cache, workers=2)
+    lengths = synth.ensure(texts, EN, progress=lambda done, total: calls.append((done, total)))
+    assert list(lengths) == texts
+    assert synth.synthesized == 60
+    assert calls == [(i, 60) for i in range(61)]
+    per_word = np.array([lengths[t] / len(t.split()) for t in texts]) / RATE
+    median = float(np.median(per_word))
+    assert 0.2 < median < 0.6, median  # seconds a word at 175 wpm, with the fixed margins
+    # Roughly proportional to word count: no clip far off the median rate.
+    assert np.all((per_word > median / 2) & (per_word < median * 2)), per_word
+    for t in texts:
+        assert cache.length(t, EN) == lengths[t]
+
+
+@pytest.mark.tts
+def test_clips_are_trimmed_and_do_not_click(cache: SpeechCache) -> None:
+    Synthesizer(cache).ensure(SENTENCES[:4], EN)
+    for text in SENTENCES[:4]:
+        clip = cache.load(text, EN)
+        assert abs(clip[0]) < 1e-3 and abs(clip[-1]) < 1e-3
+        # Edges ramp in: no jump of more than a few LSB in the first and last samples.
+        assert np.max(np.abs(clip[:24])) < 0.01 and np.max(np.abs(clip[-24:])) < 0.01
+        loud = np.flatnonzero(np.abs(clip) > speech.SILENCE)
+        lead = loud[0] / RATE
+        tail = (len(clip) - 1 - loud[-1]) / RATE
+        assert 0.003 <= lead <= 0.020, lead
+        assert 0.040 <= tail <= 0.080, tail
+        assert np.max(np.abs(clip)) > 0.1  # it does hold speech
+
+
+@pytest.mark.tts
+def test_list_voices() -> None:
+    voices = list_voices()
+    assert all(isinstance(v, Voice) for v in voices)
+    en = [v for v in voices if v.id == "gmw/en"]
+    assert len(en) == 1
+    assert isinstance(en[0].languages, tuple) and en[0].name
+
+
+@pytest.mark.tts
+def test_unknown_voice_is_an_error(cache: SpeechCache) -> None:
+    before = _child_pids() if sys.platform.startswith("linux") else set()
+    with pytest.raises(SpeechError, match="no/such-voice"):
+        Synthesizer(cache).ensure(["Hello."], SpeechSettings("no/such-voice", 175))
+    assert cache.length("Hello.", SpeechSettings("no/such-voice", 175)) is None
+    _assert_no_workers_left(before)
+
+
+@pytest.mark.tts
+def test_timeout_terminates_workers(cache: SpeechCache) -> None:
+    before = _child_pids() if sys.platform.startswith("linux") else set()
+    long_text = " ".join(SENTENCES * 5)
+    synth = Synthesizer(cache, workers=2, timeout=0.001)
+    start = time.perf_counter()
+    with pytest.raises(SpeechError, match="took over") as caught:
+        synth.ensure([long_text, SENTENCES[0]], EN)
+    assert time.perf_counter() - start < 2.0
+    assert "\n" not in str(caught.value)
+    _assert_no_workers_left(before)
+    assert not list(cache.directory.rglob("*.wav")), "no clip or temp file may be left"
+
+
+def test_module_import_is_light() -> None:
+    code = ("import sys, coach.speech; "
+            "print(any(m in sys.modules for m in ('numpy', 'soxr', 'pyttsx3')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tempfile.gettempdir(),
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert out.stdout.strip() == "False"
