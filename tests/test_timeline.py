@@ -6,6 +6,7 @@ end-to-end test with the real engine is in test_preview_tts.py.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -107,7 +108,7 @@ def test_spoken_cues_never_overlap_and_keep_a_gap(routine, speed, pace, chimes):
     script = write_script(routine, PACK)
     tl = build(script, sounds_for(script, speed), Pacing(pace=pace, chimes=chimes))
     spoken = sorted(speech_of(tl), key=lambda e: e.start)
-    for a, b in zip(spoken, spoken[1:], strict=False):
+    for a, b in itertools.pairwise(spoken):
         assert b.start >= a.end + GAP, (a, b)
 
 
@@ -131,9 +132,14 @@ def test_every_step_lasts_its_time_and_holds_its_speech(routine, speed, pace, ch
         assert seg.end - seg.start >= seg.nominal
         assert seg.nominal == to_samples(script.runs[seg.run].time * pace)
         for e in tl.events:
-            if e.kind == SPEECH and e.role != "finished" and (e.step, e.side) == (
-                seg.step,
-                seg.side,
+            if (
+                e.kind == SPEECH
+                and e.role != "finished"
+                and (e.step, e.side)
+                == (
+                    seg.step,
+                    seg.side,
+                )
             ):
                 assert seg.start <= e.start and e.end + TAIL <= seg.end
 
@@ -173,15 +179,16 @@ def test_nothing_planned_is_dropped(routine, speed, pace, chimes):
 
 @common
 @given(routines, speeds, paces, st.booleans())
-def test_a_countdown_starts_exactly_its_seconds_before_its_step_ends(
-    routine, speed, pace, chimes
-):
+def test_a_countdown_starts_exactly_its_seconds_before_its_step_ends(routine, speed, pace, chimes):
     script = write_script(routine, PACK)
     tl = build(script, sounds_for(script, speed), Pacing(pace=pace, chimes=chimes))
     for seg in tl.segments:
         run = script.runs[seg.run]
-        cues = [e for e in speech_of(tl) if e.role == "countdown" and (e.step, e.side) == (
-            seg.step, seg.side)]
+        cues = [
+            e
+            for e in speech_of(tl)
+            if e.role == "countdown" and (e.step, e.side) == (seg.step, seg.side)
+        ]
         if run.countdown is None:
             assert cues == []
         else:
@@ -201,12 +208,15 @@ def test_pace_scales_steps_and_tips_when_speech_fits(routine, pace):
     for seg in tl.segments:
         run = script.runs[seg.run]
         assume(run.countdown is None)
-        tips = [e for e in speech_of(tl) if e.role == "tip" and (e.step, e.side) == (
-            seg.step, seg.side)]
+        tips = [
+            e for e in speech_of(tl) if e.role == "tip" and (e.step, e.side) == (seg.step, seg.side)
+        ]
         offsets = [to_samples(t.offset * pace) for t in run.tips]
-        if all(b - a > 2 * GAP for a, b in zip(offsets, offsets[1:], strict=False)) and (
-            not offsets or offsets[0] > 3 * GAP + CHIME_LEAD
-        ) and (not offsets or offsets[-1] + 2 * GAP + TAIL < seg.nominal):
+        if (
+            all(b - a > 2 * GAP for a, b in itertools.pairwise(offsets))
+            and (not offsets or offsets[0] > 3 * GAP + CHIME_LEAD)
+            and (not offsets or offsets[-1] + 2 * GAP + TAIL < seg.nominal)
+        ):
             assert seg.end - seg.start == seg.nominal
             assert [t.start - seg.start for t in tips] == offsets
 
@@ -230,9 +240,10 @@ def test_length_hits_its_target_to_the_sample(routine, speed, stretch, chimes):
     target = round(floor * stretch) + RATE
     tl = build(script, sounds, Pacing(length=target, chimes=chimes))
     assert tl.total == target
-    assert tl.total - build(script, sounds, Pacing(pace=tl.factor, chimes=chimes)).total <= len(
-        tl.segments
-    ) + 1
+    assert (
+        tl.total - build(script, sounds, Pacing(pace=tl.factor, chimes=chimes)).total
+        <= len(tl.segments) + 1
+    )
 
 
 @common
@@ -246,8 +257,9 @@ def test_length_shorter_than_the_speech_alone_is_refused(routine, speed):
 
 
 def test_a_step_with_sides_runs_once_per_side_with_a_side_chime_and_a_switch_cue():
-    step = Step(title="Circles", say="Circles on the {side} side.", time=60.0,
-                sides=("right", "left"))
+    step = Step(
+        title="Circles", say="Circles on the {side} side.", time=60.0, sides=("right", "left")
+    )
     script = write_script(Routine(title="t", steps=(step,)), PACK)
     tl = build(script, sounds_for(script))
     kinds = [(e.kind, e.role, e.side, e.text) for e in tl.events if e.kind != PULSE]
@@ -279,9 +291,8 @@ def test_rhythm_pulses_keep_their_tempo_whatever_the_pace():
     for pace in (0.8, 1.0, 1.25):
         tl = build(script, sounds_for(script), Pacing(pace=pace))
         beats = [e.start for e in tl.events if e.kind == PULSE]
-        gaps = {b - a for a, b in zip(beats, beats[1:], strict=False)}
-        assert gaps <= {round(RATE * 60 / 50), round(RATE * 60 / 50) + 1,
-                        round(RATE * 60 / 50) - 1}
+        gaps = {b - a for a, b in itertools.pairwise(beats)}
+        assert gaps <= {round(RATE * 60 / 50), round(RATE * 60 / 50) + 1, round(RATE * 60 / 50) - 1}
         assert len(beats) > 35 * pace
 
 

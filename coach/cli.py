@@ -1,0 +1,259 @@
+"""The `coach` command: a thin layer over the library.
+
+Each command parses its options, calls the library, and prints. Every CoachError becomes
+one line on stderr and its exit code (2 for bad usage or input, 1 for run-time
+failures); nothing a user can do wrong ends in a traceback. Heavy modules are imported
+inside the commands that need them, so `coach --help` and `coach validate` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from coach import __version__
+from coach.errors import CoachError, UsageError
+from coach.routine import PACE_HINT, parse_pace
+from coach.yamlfile import parse_duration
+
+
+def _pace(text: str) -> float:
+    value = parse_pace(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pace ({PACE_HINT})")
+    return value
+
+
+def _duration(text: str) -> float:
+    value = parse_duration(text)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (try 20m, 90s, 1m30s)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = parse_duration(text)
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 turns it off)")
+    return value
+
+
+def _rate(text: str) -> int:
+    from coach.voicepack import RATE_RANGE
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not RATE_RANGE[0] <= value <= RATE_RANGE[1]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a speech rate (words per minute, {RATE_RANGE[0]} to {RATE_RANGE[1]})"
+        )
+    return value
+
+
+def _session_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("session options")
+    g.add_argument("--pace", type=_pace, help="slow, normal, brisk or a factor like 1.2")
+    g.add_argument(
+        "--length",
+        type=_duration,
+        metavar="TIME",
+        help="fit the whole session to this length, e.g. 20m",
+    )
+    g.add_argument("--voice", metavar="PACK", help="voice pack (see `coach list`)")
+    g.add_argument("--rate", type=_rate, metavar="WPM", help="speech rate in words per minute")
+    g.add_argument(
+        "--no-chimes", dest="chimes", action="store_false", help="no chimes between steps and sides"
+    )
+    g.add_argument(
+        "--countdown",
+        type=_seconds,
+        metavar="SECONDS",
+        help="a countdown cue this long before every step ends (0: none)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coach",
+        description="An offline, voice-guided audio coach for giving a massage.",
+    )
+    parser.add_argument("--version", action="version", version=f"coach {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    common = _session_options()
+
+    sub.add_parser("list", help="built-in routines and voice packs")
+    p = sub.add_parser("validate", help="check routine files; exit 0 when all are valid")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser(
+        "preview", parents=[common], help="the timeline as a table, with total length and warnings"
+    )
+    p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
+    p.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    sub.add_parser("voices", help="the text-to-speech voices this machine has")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CoachError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("coach: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from coach.routine import builtin_routines, load_routine
+    from coach.voicepack import DEFAULT_PACK, available_packs, load_pack
+    from coach.yamlfile import format_duration
+
+    print("Routines:")
+    for name in builtin_routines():
+        r = load_routine(name)
+        minutes = sum(s.time * max(1, len(s.sides)) for s in r.steps)
+        lang = f", {r.language}" if r.language else ""
+        print(
+            f"  {name:<28} {r.title} ({len(r.steps)} steps, about "
+            f"{format_duration(minutes)} at normal pace{lang})"
+        )
+    print("Voice packs:")
+    for name in available_packs():
+        pack = load_pack(name)
+        default = ", the default" if name == DEFAULT_PACK else ""
+        print(
+            f"  {name:<28} {pack.name} ({pack.language}, voice {pack.voice}, "
+            f"{pack.rate} words a minute{default})"
+        )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from coach.errors import InputError
+    from coach.routine import load_routine
+    from coach.session import choose_pack
+
+    failed = 0
+    for name in args.files:
+        try:
+            routine = load_routine(name)
+            choose_pack(routine, None)
+        except (InputError, UsageError) as exc:
+            print(str(exc), file=sys.stderr)
+            failed += 1
+        else:
+            print(f"ok: {name}: {routine.title}, {len(routine.steps)} steps")
+    return 2 if failed else 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from coach.session import prepare
+
+    if args.length is not None and args.pace is not None:
+        raise UsageError("use --pace or --length, not both (--length sets the pace itself)")
+    prepared = prepare(args.routine, _options(args), progress=_progress())
+    for warning in prepared.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(prepared.timeline.as_json(), ensure_ascii=False, indent=1))
+    else:
+        print(format_table(prepared))
+    return 0
+
+
+def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from coach.session import Options
+
+    return Options(
+        pace=args.pace,
+        length=args.length,
+        voice=args.voice,
+        rate=args.rate,
+        chimes=args.chimes,
+        countdown=args.countdown,
+    )
+
+
+def _progress():  # type: ignore[no-untyped-def]
+    """Report synthesis on a terminal, when there is enough of it to wait for."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        if total >= 20:
+            end = "\n" if done == total else ""
+            print(f"\rpreparing speech {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def format_table(prepared) -> str:  # type: ignore[no-untyped-def]
+    """The timeline for people: one row a cue or chime, a row a run for its pulses."""
+    from coach.session import pace_label
+    from coach.timeline import PULSE, clock
+
+    tl = prepared.timeline
+    lines = [
+        tl.title,
+        f"voice {prepared.pack.id} ({prepared.voice_id}, {prepared.rate} words a minute), "
+        f"pace {pace_label(tl.factor)}, total {clock(tl.total)}",
+        "",
+        f"{'time':>8}  {'step':>4}  {'side':<5}  what",
+    ]
+    pulses: dict[tuple[int | None, str | None], list] = {}
+    for e in tl.events:
+        if e.kind == PULSE:
+            pulses.setdefault((e.step, e.side), []).append(e)
+    shown: set[tuple[int | None, str | None]] = set()
+    for e in tl.events:
+        step = "" if e.step is None else str(e.step + 1)
+        side = e.side or ""
+        if e.kind == PULSE:
+            key = (e.step, e.side)
+            if key in shown:
+                continue
+            shown.add(key)
+            beats = pulses[key]
+            what = f"~ pulse {e.text}, {len(beats)} beats to {clock(beats[-1].end)}"
+        elif e.kind == "chime":
+            what = f"* {e.text} chime"
+        else:
+            what = f'"{e.text}"'
+        lines.append(f"{clock(e.start):>8}  {step:>4}  {side:<5}  {what}")
+    lines.append(f"{clock(tl.total):>8}  end")
+    if tl.warnings:
+        lines.append("")
+        lines.extend(f"warning: {w}" for w in tl.warnings)
+    return "\n".join(lines)
+
+
+def cmd_voices(args: argparse.Namespace) -> int:
+    from coach.speech import list_voices
+
+    voices = list_voices()
+    width = max((len(v.id) for v in voices), default=2)
+    print(f"{'id':<{width}}  {'languages':<12}  name")
+    for v in voices:
+        print(f"{v.id:<{width}}  {','.join(v.languages):<12}  {v.name}")
+    print(f"{len(voices)} voices")
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "validate": cmd_validate,
+    "preview": cmd_preview,
+    "voices": cmd_voices,
+}

@@ -1,0 +1,99 @@
+"""A session: a routine with its settings, prepared down to its timeline.
+
+This is the glue every command shares (preview, render, run): pick the voice pack,
+match the machine's TTS voice, synthesize (or find in the cache) every text the session
+speaks, and build the timeline from the measured lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coach.chimes import PULSE_SECONDS, SYNTH_CHIMES
+from coach.errors import UsageError, VoicePackError
+from coach.routine import Routine, load_routine
+from coach.timeline import Pacing, Script, Sounds, Timeline, build, write_script
+from coach.units import Seconds, to_samples
+from coach.voicepack import DEFAULT_PACK, VoicePack, check_language, load_pack, resolve_voice
+
+PACE_NAMES = {1.25: "slow", 1.0: "normal", 0.8: "brisk"}
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options preview, run and render share."""
+
+    pace: float | None = None
+    length: Seconds | None = None
+    voice: str | None = None
+    rate: int | None = None
+    chimes: bool = True
+    countdown: Seconds | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    routine: Routine
+    pack: VoicePack
+    voice_id: str
+    rate: int
+    script: Script
+    timeline: Timeline
+    warnings: tuple[str, ...]  # about the machine (voice fallback), not the timeline
+    settings: object  # speech.SpeechSettings, typed loosely to keep speech imports lazy
+
+
+def choose_pack(routine: Routine, voice: str | None) -> VoicePack:
+    name = voice or routine.voice or DEFAULT_PACK
+    try:
+        pack = load_pack(name)
+    except UsageError as exc:
+        w = routine.voice_where
+        if voice is None and w is not None:
+            raise VoicePackError(
+                str(exc), file=w.file, line=w.line, column=w.column, field="voice"
+            ) from None
+        raise
+    check_language(pack, routine)
+    return pack
+
+
+def prepare(
+    routine_ref: str | Routine,
+    options: Options = Options(),
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Prepared:
+    """Load, synthesize and lay out a session. Raises CoachError subclasses only."""
+    from coach import speech  # heavy-ish: pyttsx3, numpy; only when a session is made
+
+    routine = load_routine(routine_ref) if isinstance(routine_ref, str) else routine_ref
+    pack = choose_pack(routine, options.voice)
+    warnings: list[str] = []
+    voice, warning = resolve_voice(pack, speech.list_voices())
+    if warning:
+        warnings.append(warning)
+    rate = options.rate or pack.rate
+    settings = speech.SpeechSettings(voice=voice.id, rate=rate)
+    script = write_script(routine, pack, countdown=options.countdown)
+    synth = speech.Synthesizer(speech.SpeechCache())
+    lengths = synth.ensure(sorted(script.texts()), settings, progress=progress)
+    sounds = Sounds(
+        speech=lengths,
+        chimes={name: to_samples(s) for name, s in SYNTH_CHIMES.items()},
+        pulse=to_samples(PULSE_SECONDS),
+    )
+    pace = options.pace if options.pace is not None else (routine.pace or 1.0)
+    pacing = Pacing(
+        pace=pace,
+        length=to_samples(options.length) if options.length is not None else None,
+        chimes=options.chimes,
+    )
+    timeline = build(script, sounds, pacing)
+    return Prepared(routine, pack, voice.id, rate, script, timeline, tuple(warnings), settings)
+
+
+def pace_label(factor: float) -> str:
+    name = PACE_NAMES.get(round(factor, 6))
+    return f"{name} ({factor:.2f}x)" if name else f"{factor:.2f}x"
