@@ -1,9 +1,9 @@
 """Text to speech clips: the one module that talks to pyttsx3.
 
 Every distinct (text, voice, rate) is synthesized once, post-processed (silence trimmed to
-fixed margins, edges faded, resampled to ``RATE``) and kept in an on-disk cache, so the
-timeline reads a cue's true length in samples and the mixer later plays exactly those
-samples. Nothing here ever speaks aloud.
+fixed margins, levelled to one loudness, edges faded, resampled to ``RATE``) and kept in an
+on-disk cache, so the timeline reads a cue's true length in samples and the mixer later
+plays exactly those samples. Nothing here ever speaks aloud.
 
 Synthesis runs in worker processes ("spawn", so it behaves the same on every OS), each
 holding one pyttsx3 engine in its main thread. That gives parallelism and a real timeout:
@@ -20,6 +20,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import threading
 import time
 import uuid
 import wave
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coach import loudness
 from coach.errors import SpeechError
 from coach.units import RATE, Samples
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 #: Part of every cache key. Bump it whenever the stored samples for the same input would
 #: change (post-processing, sample format), so old clips are never reused.
-FORMAT_VERSION = "coach-speech-1"
+FORMAT_VERSION = "coach-speech-2"
 
 #: What the CLI prints when there is no engine at all.
 NO_ENGINE = "no text-to-speech engine: install espeak-ng (apt install espeak-ng)"
@@ -224,7 +226,8 @@ def _stored_length(path: Path) -> Samples | None:
 
 def _finish_clip(raw: Path, text: str) -> np.ndarray:
     """The engine's WAV as the cache stores it: int16 mono at ``RATE``, silence trimmed to
-    the LEAD/TAIL margins, faded at both edges. Raises SpeechError if it holds no sound."""
+    the LEAD/TAIL margins, levelled (coach.loudness.level_speech), faded at both edges.
+    Raises SpeechError if it holds no sound."""
     import numpy as np
     import soxr
 
@@ -246,6 +249,8 @@ def _finish_clip(raw: Path, text: str) -> np.ndarray:
     start = int(loud[0]) - round(LEAD * rate)
     end = int(loud[-1]) + 1 + round(TAIL * rate)
     seg = np.pad(x[max(start, 0) : min(end, len(x))], (max(-start, 0), max(end - len(x), 0)))
+    # Levelled at the engine's rate, where it costs half as much as after resampling.
+    seg = loudness.level_speech(seg, rate)
     y = soxr.resample(seg, rate, RATE, quality="HQ").astype(np.float32)
     n = min(round(FADE * RATE), len(y) // 2)
     ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n))).astype(np.float32)
@@ -469,6 +474,9 @@ class Synthesizer:
         from multiprocessing.connection import wait
 
         ctx = multiprocessing.get_context("spawn")
+        # The loudness meter's imports take most of a second: get them done while the
+        # workers start, not when the first clip comes back.
+        threading.Thread(target=loudness.preload, daemon=True).start()
         driver = _driver_name()
         try:
             self.cache.directory.mkdir(parents=True, exist_ok=True)
