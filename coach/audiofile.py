@@ -186,15 +186,18 @@ class AudioWriter:
                              f"got {data.shape}")
         if len(data) == 0:
             return
-        data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
-        np.clip(data, -1.0, 1.0, out=data)
+        if not np.isfinite(data).all():
+            data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
         if self._pcm16:
             # Quantize here, to the nearest step: libsndfile's own float to 16-bit WAV
             # conversion rounds down (floor), its FLAC one to nearest. k/32768 is what any
-            # reader (soundfile too) gives back for k.
-            data *= 32768
-            np.rint(data, out=data)
-            data = np.clip(data, -32768, 32767).astype(np.int16)
+            # reader (soundfile too) gives back for k. In place: this runs on every sample.
+            scaled = np.multiply(data, 32768, dtype=np.float32)
+            np.rint(scaled, out=scaled)
+            np.clip(scaled, -32768, 32767, out=scaled)
+            data = scaled.astype(np.int16)
+        else:
+            data = np.clip(data, -1.0, 1.0)
         try:
             self._file.write(np.ascontiguousarray(data))
         except (OSError, RuntimeError, AssertionError) as e:

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from coach import __version__
 from coach.errors import CoachError, UsageError
@@ -96,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    p = sub.add_parser("render", parents=[common], help="write the session to an audio file")
+    p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                   help="the file to write: .wav, .flac, .ogg or .mp3")
+    p.add_argument("--captions", action="store_true", help="also write OUT's name .vtt")
+    p.add_argument("--chapters", action="store_true", help="one chapter a step (mp3, flac, ogg)")
+    p.add_argument("--split", action="store_true",
+                   help="one file a step in a folder named after OUT, with an .m3u playlist")
+    p.add_argument("--ambient", type=Path, metavar="FILE",
+                   help="a background track, looped or cut, lowered under speech")
     sub.add_parser("voices", help="the text-to-speech voices this machine has")
     return parser
 
@@ -158,25 +169,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def cmd_preview(args: argparse.Namespace) -> int:
-    from coach.session import prepare
+def _prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The session the options describe, with machine warnings shown."""
+    from coach.session import Options, prepare
 
     if args.length is not None and args.pace is not None:
         raise UsageError("use --pace or --length, not both (--length sets the pace itself)")
-    prepared = prepare(args.routine, _options(args), progress=_progress())
-    for warning in prepared.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(prepared.timeline.as_json(), ensure_ascii=False, indent=1))
-    else:
-        print(format_table(prepared))
-    return 0
-
-
-def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from coach.session import Options
-
-    return Options(
+    options = Options(
         pace=args.pace,
         length=args.length,
         voice=args.voice,
@@ -184,19 +183,57 @@ def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         chimes=args.chimes,
         countdown=args.countdown,
     )
+    prepared = prepare(args.routine, options, progress=_progress("preparing speech", 20))
+    for warning in prepared.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return prepared
 
 
-def _progress():  # type: ignore[no-untyped-def]
-    """Report synthesis on a terminal, when there is enough of it to wait for."""
+def cmd_preview(args: argparse.Namespace) -> int:
+    prepared = _prepare(args)
+    if args.json:
+        print(json.dumps(prepared.timeline.as_json(), ensure_ascii=False, indent=1))
+    else:
+        print(format_table(prepared))
+    return 0
+
+
+def _progress(what: str, minimum: int, unit=str):  # type: ignore[no-untyped-def]
+    """A one-line progress report on a terminal, for work of at least `minimum`."""
     if not sys.stderr.isatty():
         return None
 
     def show(done: int, total: int) -> None:
-        if total >= 20:
-            end = "\n" if done == total else ""
-            print(f"\rpreparing speech {done}/{total}", end=end, file=sys.stderr, flush=True)
+        if total >= minimum:
+            end = "\n" if done >= total else ""
+            print(f"\r{what} {unit(done)} of {unit(total)} ({100 * done // max(total, 1)}%)",
+                  end=end, file=sys.stderr, flush=True)
 
     return show
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from coach.render import RenderOptions, check_request, render
+    from coach.timeline import clock
+    from coach.units import RATE
+
+    options = RenderOptions(captions=args.captions, chapters=args.chapters, split=args.split,
+                            ambient=args.ambient)
+    check_request(args.output, options)  # before the work, not after it
+    prepared = _prepare(args)
+    result = render(prepared, args.output, options,
+                    progress=_progress("rendering", 60 * RATE, clock))
+    tl = prepared.timeline
+    main_file = result.written[0]
+    print(f"wrote {main_file} ({clock(tl.total)}, {len(tl.segments)} runs of "
+          f"{len(prepared.routine.steps)} steps)")
+    for extra in result.written[1:]:
+        print(f"wrote {extra}")
+    for note in result.notes:
+        print(note)
+    for warning in tl.warnings:
+        print(f"warning: {warning}")
+    return 0
 
 
 def format_table(prepared) -> str:  # type: ignore[no-untyped-def]
@@ -255,5 +292,6 @@ COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
     "preview": cmd_preview,
+    "render": cmd_render,
     "voices": cmd_voices,
 }

@@ -1,14 +1,18 @@
-"""Loudness: measuring it (ITU-R BS.1770, through pyloudnorm) and levelling speech clips.
+"""Loudness: measuring it (ITU-R BS.1770-4 integrated loudness) and levelling speech clips.
 
 Every speech clip is stored at the same loudness, SPEECH_LUFS, with its peaks held under
-SPEECH_PEAK by a look-ahead limiter, so cues sound equally loud and a render only has
-to scale them (see `coach.mixer`). pyloudnorm brings scipy, which costs most of a second
-to import, so both are imported only when a clip is levelled or a file measured.
+SPEECH_PEAK by a look-ahead limiter, so cues sound equally loud and a render only has to
+scale them (see `coach.mixer`).
+
+Written with numpy alone, on purpose: the usual Python meter (pyloudnorm) needs scipy,
+whose import costs most of a second, and levelling runs in every speech worker process
+at start-up. The tests hold this meter to pyloudnorm and to ffmpeg's ebur128 filter.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING
 
 from coach.units import RATE
@@ -23,55 +27,163 @@ SPEECH_PEAK = 10 ** (-1.0 / 20)
 #: The loudness a rendered session is made to have (SPEC "Rendered files").
 TARGET_LUFS = -16.0
 
-_MIN_SECONDS = 0.5  # pyloudnorm needs at least one 400 ms gating block
+_BLOCK = 0.400  # gating block, seconds (BS.1770)
+_HOP = 0.100  # 75 % overlap
+#: A gating hop in samples at RATE.
+HOP_SAMPLES = round(_HOP * RATE)
+_ABSOLUTE_GATE = -70.0
+_RELATIVE_GATE = -10.0
 _LOOKAHEAD = 0.008  # seconds; the limiter's gain falls this long before a peak
+_CHUNK = 16  # samples the limiter decides its gain for at once
 
 
-@functools.cache
-def _meter(rate: int):  # type: ignore[no-untyped-def]
-    import pyloudnorm
+def _k_weighting(rate: int) -> list[tuple[tuple[float, float, float], tuple[float, float, float]]]:
+    """The two biquads of BS.1770's K-weighting (a high shelf for the head, a high pass),
+    designed for any sample rate as libebur128 does; at 48 kHz they are the standard's
+    published coefficients."""
+    f0, gain_db, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
+    k = math.tan(math.pi * f0 / rate)
+    vh = 10 ** (gain_db / 20)
+    vb = vh**0.4996667741545416
+    a0 = 1 + k / q + k * k
+    shelf = (
+        ((vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0),
+        (1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0),
+    )
+    f0, q = 38.13547087602444, 0.5003270373238773
+    k = math.tan(math.pi * f0 / rate)
+    a0 = 1 + k / q + k * k
+    highpass = ((1.0, -2.0, 1.0), (1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0))
+    return [shelf, highpass]
 
-    return pyloudnorm.Meter(rate)
+
+@functools.lru_cache(maxsize=16)
+def _response(rate: int, size: int) -> np.ndarray:
+    """The K-weighting's frequency response on the bins of a real FFT of `size`."""
+    import numpy as np
+
+    z = np.exp(-2j * np.pi * np.fft.rfftfreq(size))  # z^-1 on the unit circle
+    response = np.ones_like(z)
+    for b, a in _k_weighting(rate):
+        response *= (b[0] + b[1] * z + b[2] * z * z) / (a[0] + a[1] * z + a[2] * z * z)
+    return response
 
 
-def preload() -> None:
-    """Import the heavy parts now (e.g. in a thread while other work goes on)."""
-    _meter(RATE)
-    import scipy.ndimage  # noqa: F401
+def _fft_size(n: int) -> int:
+    """The smallest 2^k or 3 * 2^k >= n: fast FFT sizes, few enough that the filters'
+    responses are computed once for each and reused, at most a third of padding."""
+    size = 1 << (n - 1).bit_length()
+    three = 3 * (size // 4)
+    return three if three >= n else size
+
+
+def k_weighted(x: np.ndarray, rate: int = RATE) -> np.ndarray:
+    """The K-weighted signal of mono (n,) or multichannel (n, c) samples, as float64.
+
+    The filters are applied in the frequency domain (their response times the signal's
+    spectrum), with enough zero padding (0.1 s) that the high pass's ring, long decayed
+    by then, does not wrap around onto the start.
+    """
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    size = _fft_size(len(x) + rate // 10)
+    response = _response(rate, size)
+    spectrum = np.fft.rfft(x, size, axis=0)
+    spectrum *= response[:, None] if x.ndim == 2 else response
+    return np.fft.irfft(spectrum, size, axis=0)[: len(x)]
+
+
+def gated_loudness(block_power: np.ndarray) -> float:
+    """Integrated loudness (LUFS) from the mean square of every 400 ms gating block
+    (75 % overlap), summed over channels: BS.1770's absolute and relative gates."""
+    import numpy as np
+
+    with np.errstate(divide="ignore"):
+        level = -0.691 + 10 * np.log10(block_power)
+    power = block_power[level > _ABSOLUTE_GATE]
+    if power.size == 0:
+        return float("-inf")
+    relative = -0.691 + 10 * math.log10(power.mean()) + _RELATIVE_GATE
+    with np.errstate(divide="ignore"):
+        power = power[-0.691 + 10 * np.log10(power) > relative]
+    return float(-0.691 + 10 * math.log10(power.mean()))
+
+
+def block_powers(hop_energy: np.ndarray) -> np.ndarray:
+    """Gating-block mean squares from the K-weighted energy of consecutive hops of
+    HOP_SAMPLES (at RATE)."""
+    import numpy as np
+
+    per_block = round(_BLOCK / _HOP)
+    if len(hop_energy) < per_block:
+        return np.empty(0)
+    sums = np.concatenate([np.zeros(1), np.cumsum(hop_energy)])
+    return (sums[per_block:] - sums[:-per_block]) / (per_block * HOP_SAMPLES)
 
 
 def integrated(x: np.ndarray, rate: int = RATE) -> float:
-    """Integrated loudness in LUFS of mono (n,) or multichannel (n, c) samples.
-    A clip shorter than a gating block is measured as if repeated, not padded with
-    silence, so short words are not judged quieter than they are."""
+    """Integrated loudness in LUFS of mono (n,) or multichannel (n, c) samples (all
+    channels weighted 1, as for mono and stereo). A clip shorter than a gating block is
+    measured as if repeated, not padded with silence, so short words are not judged
+    quieter than they are."""
     import numpy as np
 
     if len(x) == 0:
         return float("-inf")
-    if len(x) < _MIN_SECONDS * rate:
-        x = np.concatenate([x] * (int(_MIN_SECONDS * rate) // len(x) + 1))
-    return float(_meter(rate).integrated_loudness(x.astype(np.float64)))
+    if len(x) < (_BLOCK + _HOP) * rate:
+        x = np.concatenate([x] * (int((_BLOCK + _HOP) * rate) // len(x) + 1))
+    y = k_weighted(x, rate)
+    energy = y * y if y.ndim == 1 else (y * y).sum(axis=1)
+    block, hop = round(_BLOCK * rate), round(_HOP * rate)
+    sums = np.concatenate([np.zeros(1), np.cumsum(energy)])
+    starts = np.arange(0, len(y) - block + 1, hop)
+    return gated_loudness((sums[starts + block] - sums[starts]) / block)
+
+
+def _running_min(x: np.ndarray, width: int) -> np.ndarray:
+    """min(x[i - width//2 : i + width//2 + 1]) for every i (edges see the nearest values),
+    in O(n) whatever the width (van Herk / Gil-Werman: prefix and suffix minima of
+    width-long blocks)."""
+    import numpy as np
+
+    half = width // 2
+    padded = np.concatenate([np.full(half, x[0]), x, np.full(half + width, x[-1])])
+    blocks = len(padded) // width
+    grid = padded[: blocks * width].reshape(blocks, width)
+    prefix = np.minimum.accumulate(grid, axis=1).ravel()
+    suffix = np.minimum.accumulate(grid[:, ::-1], axis=1)[:, ::-1].ravel()
+    i = np.arange(len(x))  # window [i, i + width - 1] in padded coordinates
+    return np.minimum(suffix[i], prefix[i + width - 1])
 
 
 def limit(x: np.ndarray, ceiling: float, rate: int = RATE) -> np.ndarray:
-    """Hold |x| under `ceiling` with a smooth gain: the per-sample gain a hard clip would
-    need is spread by a running minimum over +-W and then averaged over W, so the gain
-    starts falling W/2 before a peak and every sample ends at or under the ceiling."""
+    """Hold |x| under `ceiling` with a smooth gain.
+
+    The gain a hard clip would need is taken per chunk of _CHUNK samples (its loudest
+    sample decides), spread by a running minimum over +-W chunks and averaged over W,
+    then interpolated between chunk centres. Each sample's gain is thus a blend of
+    values no greater than the gain its own chunk needs: every sample ends at or under
+    the ceiling, and the gain starts falling about W/2 before a peak.
+    """
     import numpy as np
-    from scipy.ndimage import minimum_filter1d
 
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     if peak <= ceiling:
         return x
-    w = max(1, round(_LOOKAHEAD * rate))
-    with np.errstate(divide="ignore"):
-        need = np.minimum(1.0, ceiling / np.maximum(np.abs(x), 1e-12))
-    floor = minimum_filter1d(need.astype(np.float64), size=2 * w + 1, mode="nearest")
+    chunks = -(-len(x) // _CHUNK)
+    loud = np.zeros(chunks * _CHUNK, dtype=np.float64)
+    loud[: len(x)] = np.abs(x)
+    loud = loud.reshape(chunks, _CHUNK).max(axis=1)
+    need = np.minimum(1.0, ceiling / np.maximum(loud, 1e-12))
+    w = max(1, round(_LOOKAHEAD * rate / _CHUNK))
+    floor = _running_min(need, 2 * w + 1)
     # A centred moving average of width w + 1, by cumulative sums (O(n) for any w).
     padded = np.concatenate([np.full(w // 2 + 1, floor[0]), floor, np.full(w - w // 2, floor[-1])])
     sums = np.cumsum(padded)
-    gain = (sums[w + 1 :] - sums[: -(w + 1)]) / (w + 1)
-    return (x * gain[: len(x)]).astype(x.dtype)
+    gain = (sums[w + 1 :] - sums[: -(w + 1)])[:chunks] / (w + 1)
+    centres = np.arange(chunks) * _CHUNK + (_CHUNK - 1) / 2
+    return (x * np.interp(np.arange(len(x)), centres, gain)).astype(x.dtype)
 
 
 def level_speech(x: np.ndarray, rate: int = RATE) -> np.ndarray:

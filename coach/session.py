@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from coach.chimes import PULSE_SECONDS, SYNTH_CHIMES
 from coach.errors import UsageError, VoicePackError
@@ -16,6 +17,11 @@ from coach.routine import Routine, load_routine
 from coach.timeline import Pacing, Script, Sounds, Timeline, build, write_script
 from coach.units import Seconds, to_samples
 from coach.voicepack import DEFAULT_PACK, VoicePack, check_language, load_pack, resolve_voice
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from coach.speech import SpeechCache, SpeechSettings
 
 PACE_NAMES = {1.25: "slow", 1.0: "normal", 0.8: "brisk"}
 
@@ -41,7 +47,21 @@ class Prepared:
     script: Script
     timeline: Timeline
     warnings: tuple[str, ...]  # about the machine (voice fallback), not the timeline
-    settings: object  # speech.SpeechSettings, typed loosely to keep speech imports lazy
+    settings: SpeechSettings
+    cache: SpeechCache
+
+    def clips(self) -> CachedClips:
+        """Where the mixer finds this session's speech samples."""
+        return CachedClips(self.cache, self.settings)
+
+
+@dataclass(frozen=True)
+class CachedClips:
+    cache: SpeechCache
+    settings: SpeechSettings
+
+    def load(self, text: str) -> np.ndarray:
+        return self.cache.load(text, self.settings)
 
 
 def choose_pack(routine: Routine, voice: str | None) -> VoicePack:
@@ -77,7 +97,8 @@ def prepare(
     rate = options.rate or pack.rate
     settings = speech.SpeechSettings(voice=voice.id, rate=rate)
     script = write_script(routine, pack, countdown=options.countdown)
-    synth = speech.Synthesizer(speech.SpeechCache())
+    cache = speech.SpeechCache()
+    synth = speech.Synthesizer(cache)
     lengths = synth.ensure(sorted(script.texts()), settings, progress=progress)
     sounds = Sounds(
         speech=lengths,
@@ -91,7 +112,9 @@ def prepare(
         chimes=options.chimes,
     )
     timeline = build(script, sounds, pacing)
-    return Prepared(routine, pack, voice.id, rate, script, timeline, tuple(warnings), settings)
+    return Prepared(
+        routine, pack, voice.id, rate, script, timeline, tuple(warnings), settings, cache
+    )
 
 
 def pace_label(factor: float) -> str:

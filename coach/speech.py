@@ -224,6 +224,11 @@ def _stored_length(path: Path) -> Samples | None:
         return None
 
 
+def _import_post_processing() -> None:
+    import numpy  # noqa: F401
+    import soxr  # noqa: F401
+
+
 def _finish_clip(raw: Path, text: str) -> np.ndarray:
     """The engine's WAV as the cache stores it: int16 mono at ``RATE``, silence trimmed to
     the LEAD/TAIL margins, levelled (coach.loudness.level_speech), faded at both edges.
@@ -474,9 +479,9 @@ class Synthesizer:
         from multiprocessing.connection import wait
 
         ctx = multiprocessing.get_context("spawn")
-        # The loudness meter's imports take most of a second: get them done while the
-        # workers start, not when the first clip comes back.
-        threading.Thread(target=loudness.preload, daemon=True).start()
+        # Post-processing needs numpy and soxr; import them while the workers start up
+        # rather than when the first clip is already waiting.
+        threading.Thread(target=_import_post_processing, daemon=True).start()
         driver = _driver_name()
         try:
             self.cache.directory.mkdir(parents=True, exist_ok=True)

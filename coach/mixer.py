@@ -1,0 +1,226 @@
+"""The mixer: a timeline turned into blocks of samples, from any position.
+
+One block source shared by rendering (which pulls blocks as fast as it can) and live
+playback (which pulls them a little ahead of the audio clock), so both make the same
+samples at the same offsets. Two buses: the voice bus (speech and chimes) plays as it
+is; the under bus (rhythm pulses and an ambient track) is lowered smoothly around every
+spoken cue so the voice always stands out.
+
+Levels: speech clips are stored at SPEECH_LUFS (mono); in stereo they are centred with a
+gain that makes a session's speech measure TARGET_LUFS; the voice pack's volume is a
+listening level for live sessions and does not change a render's loudness.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from coach import chimes, loudness
+from coach.loudness import SPEECH_LUFS, TARGET_LUFS
+from coach.timeline import CHIME, PULSE, SPEECH, Event, Timeline
+from coach.units import Samples, to_samples
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: How far the under bus is lowered while the coach speaks, and how fast.
+DUCK_DB = -10.0
+DUCK_RAMP: Samples = to_samples(0.3)
+#: Where a side-switch chime sits: -1 is the left ear, +1 the right.
+SIDE_PAN = 0.75
+#: A render's peaks stay under this (the SPEC asks for peaks below -1 dBFS).
+PEAK_CEILING = 10 ** (-1.1 / 20)
+#: Clips kept in memory for reuse (a countdown phrase recurs all session long).
+_KEEP_CLIPS = 48
+
+
+class Clips(Protocol):
+    """Where speech samples come from (the speech cache, or a voice pack's recordings)."""
+
+    def load(self, text: str) -> np.ndarray: ...
+
+
+class SoundBank:
+    """Samples and gains for every kind of event. Speech is loaded when first needed and
+    only a few clips are kept; chimes and the pulse are made once."""
+
+    def __init__(self, clips: Clips, *, channels: int = 2) -> None:
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, not {channels}")
+        self.clips = clips
+        self.channels = channels
+        self._speech: OrderedDict[str, np.ndarray] = OrderedDict()
+        gain = 10 ** ((TARGET_LUFS - SPEECH_LUFS) / 20)
+        # Two equal channels measure 3 dB louder than one: the centre pan takes that off.
+        self.speech_gain = gain / math.sqrt(2) if channels == 2 else 1.0
+
+    def samples(self, event: Event) -> np.ndarray:
+        if event.kind == SPEECH:
+            clip = self._speech.get(event.text)
+            if clip is None:
+                clip = self.clips.load(event.text)
+                self._speech[event.text] = clip
+                if len(self._speech) > _KEEP_CLIPS:
+                    self._speech.popitem(last=False)
+            else:
+                self._speech.move_to_end(event.text)
+            return clip
+        if event.kind == CHIME:
+            return chimes.chime(event.text)
+        if event.kind == PULSE:
+            return chimes.pulse()
+        raise ValueError(f"unknown event kind {event.kind!r}")
+
+    def gains(self, event: Event) -> tuple[float, ...]:
+        """Per-channel gain of an event."""
+        if self.channels == 1:
+            return (1.0,)
+        if event.kind == SPEECH:
+            return (self.speech_gain, self.speech_gain)
+        pan = 0.0
+        if event.kind == CHIME and event.role == "side" and event.side:
+            pan = -SIDE_PAN if event.side == "left" else SIDE_PAN
+        angle = (pan + 1) * math.pi / 4  # constant power: cos^2 + sin^2 = 1
+        return (math.cos(angle), math.sin(angle))
+
+
+def session_gain(timeline: Timeline, bank: SoundBank) -> float:
+    """The master gain that brings the session to TARGET_LUFS as BS.1770 measures it.
+
+    Every clip is levelled on its own, but a session also holds the pauses between
+    cues and short words whose 400 ms gating blocks are part silence, so its loudness
+    falls short by an amount that depends on the routine. This measures it from the
+    timeline: the K-weighted energy of every cue and chime, placed at its start,
+    summed per 100 ms hop (the filters are linear and cues do not overlap, so this is
+    the K-weighted energy of the mix). The gain is capped so that no peak passes
+    PEAK_CEILING. Computed once per session, so a live session keeps one level.
+    """
+    import numpy as np
+
+    hop = loudness.HOP_SAMPLES
+    energy = np.zeros(timeline.total // hop + 1)
+    weighted: dict[tuple[str, str], np.ndarray] = {}
+    peak = 0.0
+    for e in timeline.events:
+        if e.kind not in (SPEECH, CHIME):
+            continue
+        key = (e.kind, e.text)
+        x = bank.samples(e)
+        if key not in weighted:
+            weighted[key] = loudness.k_weighted(x) ** 2
+        gains = bank.gains(e)
+        power = weighted[key] * sum(g * g for g in gains)
+        first = e.start // hop
+        index = (e.start + np.arange(len(power))) // hop - first
+        part = np.bincount(index, weights=power)
+        stop = min(len(energy), first + len(part))
+        energy[first:stop] += part[: stop - first]
+        peak = max(peak, float(np.max(np.abs(x))) * max(gains))
+    measured = loudness.gated_loudness(loudness.block_powers(energy))
+    if not math.isfinite(measured):
+        return 1.0
+    gain = 10 ** ((TARGET_LUFS - measured) / 20)
+    return min(gain, PEAK_CEILING / peak) if peak > 0 else gain
+
+
+class Under(Protocol):
+    """A source for the under bus besides the pulses (an ambient track)."""
+
+    level: float
+
+    def read(self, frames: int) -> np.ndarray: ...
+
+
+class Mixer:
+    """Blocks of float32 samples, shaped (frames, channels), from `position` on.
+
+    `read(n)` returns the next n frames of the session (silence past its end) and moves
+    on; `seek` jumps. Nothing here waits, reads files other than speech clips, or
+    synthesizes speech: that happened when the timeline was made.
+    """
+
+    def __init__(self, timeline: Timeline, bank: SoundBank, *, under: Under | None = None,
+                 start: Samples = 0, gain: float = 1.0) -> None:
+        self.timeline = timeline
+        self.gain = gain
+        self.bank = bank
+        self.channels = bank.channels
+        self.under = under
+        self._events: Sequence[Event] = timeline.events
+        self._starts = [e.start for e in self._events]
+        speech = [e for e in self._events if e.kind == SPEECH]
+        self._speech_spans = [(e.start, e.end) for e in speech]  # never overlap: sorted both ways
+        self._speech_ends = [e.end for e in speech]
+        self.position: Samples = 0
+        self._next = 0
+        self._active: list[Event] = []
+        self.seek(start)
+
+    @property
+    def total(self) -> Samples:
+        return self.timeline.total
+
+    def seek(self, position: Samples) -> None:
+        self.position = position
+        self._next = bisect.bisect_left(self._starts, position)
+        self._active = [e for e in self._events[: self._next] if e.end > position]
+
+    def read(self, frames: int) -> np.ndarray:
+        import numpy as np
+
+        p, q = self.position, self.position + frames
+        out = np.zeros((frames, self.channels), dtype=np.float32)
+        under = None
+        while self._next < len(self._events) and self._events[self._next].start < q:
+            self._active.append(self._events[self._next])
+            self._next += 1
+        still = []
+        for e in self._active:
+            a, b = max(e.start, p), min(e.end, q)
+            if a < b:
+                x = self.bank.samples(e)[a - e.start : b - e.start]
+                if e.kind == PULSE:
+                    if under is None:
+                        under = np.zeros_like(out)
+                    target = under
+                else:
+                    target = out
+                for c, g in enumerate(self.bank.gains(e)):
+                    target[a - p : b - p, c] += x * np.float32(g)
+            if e.end > q:
+                still.append(e)
+        self._active = still
+        if self.under is not None:
+            extra = self.under.read(frames)
+            if self.channels == 1 and extra.ndim == 2:
+                extra = extra.mean(axis=1, keepdims=True)
+            extra = extra * np.float32(self.under.level)
+            under = extra if under is None else under + extra
+        if under is not None:
+            out += under * self._duck(p, q)[:, None]
+        if self.gain != 1.0:
+            out *= np.float32(self.gain)
+        self.position = q
+        return out
+
+    def _duck(self, p: Samples, q: Samples) -> np.ndarray:
+        """The under bus's gain for frames p..q: 1, falling to DUCK_DB over DUCK_RAMP
+        before each spoken cue and rising again over DUCK_RAMP after it."""
+        import numpy as np
+
+        env = np.ones(q - p, dtype=np.float32)
+        i = bisect.bisect_right(self._speech_ends, p - DUCK_RAMP)
+        floor = 10 ** (DUCK_DB / 20)
+        t = None
+        while i < len(self._speech_spans) and self._speech_spans[i][0] - DUCK_RAMP < q:
+            s, e = self._speech_spans[i]
+            if t is None:
+                t = np.arange(p, q, dtype=np.float64)
+            distance = np.maximum(np.maximum(s - t, t - e), 0.0)
+            env = np.minimum(env, floor + (1 - floor) * np.minimum(distance / DUCK_RAMP, 1.0))
+            i += 1
+        return env
