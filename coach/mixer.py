@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from coach import chimes, loudness
 from coach.loudness import SPEECH_LUFS, TARGET_LUFS
 from coach.timeline import CHIME, PULSE, SPEECH, Event, Timeline
-from coach.units import Samples, to_samples
+from coach.units import RATE, Samples, to_samples
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,30 +96,29 @@ def session_gain(timeline: Timeline, bank: SoundBank) -> float:
     falls short by an amount that depends on the routine. This measures it from the
     timeline: the K-weighted energy of every cue and chime, placed at its start,
     summed per 100 ms hop (the filters are linear and cues do not overlap, so this is
-    the K-weighted energy of the mix). The gain is capped so that no peak passes
-    PEAK_CEILING. Computed once per session, so a live session keeps one level.
+    the K-weighted energy of the mix, estimated at loudness.ESTIMATE_RATE). The gain is
+    capped so that no peak passes PEAK_CEILING. Computed once per session, so a live
+    session keeps one level.
     """
     import numpy as np
 
     hop = loudness.HOP_SAMPLES
-    energy = np.zeros(timeline.total // hop + 1)
-    weighted: dict[tuple[str, str], np.ndarray] = {}
-    peak = 0.0
+    energy = np.zeros(timeline.total // hop + 2)
+    placed: dict[tuple[str, str], list[Event]] = {}
     for e in timeline.events:
-        if e.kind not in (SPEECH, CHIME):
-            continue
-        key = (e.kind, e.text)
-        x = bank.samples(e)
-        if key not in weighted:
-            weighted[key] = loudness.k_weighted(x) ** 2
-        gains = bank.gains(e)
-        power = weighted[key] * sum(g * g for g in gains)
-        first = e.start // hop
-        index = (e.start + np.arange(len(power))) // hop - first
-        part = np.bincount(index, weights=power)
-        stop = min(len(energy), first + len(part))
-        energy[first:stop] += part[: stop - first]
-        peak = max(peak, float(np.max(np.abs(x))) * max(gains))
+        if e.kind in (SPEECH, CHIME):
+            placed.setdefault((e.kind, e.text), []).append(e)
+    peak = 0.0
+    step = RATE // loudness.ESTIMATE_RATE
+    for events in placed.values():  # one sound at a time: memory stays that of one clip
+        x = bank.samples(events[0])
+        curve = loudness.energy_curve(x)
+        for e in events:
+            gains = bank.gains(e)
+            first, last = e.start // hop, (e.end - 1) // hop
+            edges = np.clip((np.arange(first, last + 2) * hop - e.start) // step, 0, len(curve) - 1)
+            energy[first : last + 1] += np.diff(curve[edges]) * sum(g * g for g in gains)
+            peak = max(peak, float(np.max(np.abs(x))) * max(gains))
     measured = loudness.gated_loudness(loudness.block_powers(energy))
     if not math.isfinite(measured):
         return 1.0
