@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,6 +141,8 @@ class AudioWriter:
             out.add_chapters(chapters)
             out.commit()
 
+    Encoding and writing happen in a thread of the writer's own, so the caller can make
+    the next block meanwhile; a failure there surfaces at the next write() or commit().
     The data goes to a hidden temporary file in the target's folder
     (``.session.mp3.coach-XXXXXXXX.tmp``); ``commit()`` closes it, embeds the chapters,
     syncs it to disk and renames it over the target. Leaving the ``with`` block without
@@ -163,6 +167,31 @@ class AudioWriter:
         except BaseException:
             self._discard()
             raise
+        self._blocks: queue.Queue[Any] = queue.Queue(maxsize=4)
+        self._failure: str | None = None
+        self._drainer = threading.Thread(target=self._drain, name="coach-writer", daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        """The writer thread: hands blocks to the encoder until None arrives. After a
+        failure it keeps taking blocks (and drops them), so write() never blocks."""
+        while (data := self._blocks.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._file.write(data)
+                except (OSError, RuntimeError, AssertionError) as e:
+                    self._failure = self._encoder_error(e)
+
+    def _finish_drain(self) -> None:
+        if self._drainer.is_alive():
+            self._blocks.put(None)
+            self._drainer.join()
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            detail = self._failure
+            self.abort()
+            raise CoachError(f"cannot write {self.path}: {detail}")
 
     def __enter__(self) -> AudioWriter:
         return self
@@ -188,7 +217,10 @@ class AudioWriter:
             return
         if not np.isfinite(data).all():
             data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
-        if self._pcm16:
+        if self._pcm16 and not data.any():
+            # Most of a session is silence between cues: nothing to quantize.
+            data = np.zeros(data.shape, dtype=np.int16)
+        elif self._pcm16:
             # Quantize here, to the nearest step: libsndfile's own float to 16-bit WAV
             # conversion rounds down (floor), its FLAC one to nearest. k/32768 is what any
             # reader (soundfile too) gives back for k. In place: this runs on every sample.
@@ -198,12 +230,8 @@ class AudioWriter:
             data = scaled.astype(np.int16)
         else:
             data = np.clip(data, -1.0, 1.0)
-        try:
-            self._file.write(np.ascontiguousarray(data))
-        except (OSError, RuntimeError, AssertionError) as e:
-            detail = self._encoder_error(e)
-            self.abort()
-            raise CoachError(f"cannot write {self.path}: {detail}") from e
+        self._check()
+        self._blocks.put(np.ascontiguousarray(data))
         self.frames_written += len(data)
 
     def add_chapters(self, chapters: list[Chapter]) -> None:
@@ -215,6 +243,8 @@ class AudioWriter:
         """Finish the file: close the encoder, embed chapters, sync, rename into place."""
         if self._file is None:
             raise RuntimeError("AudioWriter.commit after commit or abort")
+        self._finish_drain()
+        self._check()
         try:
             file, self._file = self._file, None
             try:
@@ -239,6 +269,8 @@ class AudioWriter:
         """Give up: close and delete the temporary file. Safe to call more than once."""
         if self._committed:
             return
+        if hasattr(self, "_drainer"):
+            self._finish_drain()
         file, self._file = self._file, None
         if file is not None:
             with contextlib.suppress(Exception):
