@@ -232,17 +232,22 @@ class Timeline:
 
 
 class _Placer:
-    """Collects events in placement order and keeps speech apart."""
+    """Collects events in placement order and keeps speech apart. Nothing is placed
+    before `after`: a cue whose wanted time is earlier is left out (a live session
+    laid out again from the middle of a step has already said it)."""
 
-    def __init__(self, sounds: Sounds, seq: int = 0) -> None:
+    def __init__(self, sounds: Sounds, after: Samples | None = None) -> None:
         self.sounds = sounds
         self.events: list[Event] = []
-        self.seq = seq
-        self.free: Samples = 0  # earliest start of the next speech
+        self.seq = 0
+        self.after = after  # None: keep everything
+        self.free: Samples = after or 0  # earliest start of the next speech
 
     def add(
         self, kind: str, start: Samples, length: Samples, text: str, run: Run | None, role: str
-    ) -> Event:
+    ) -> Event | None:
+        if self.after is not None and start < self.after:
+            return None
         event = Event(
             start,
             _KIND_ORDER[kind],
@@ -258,38 +263,45 @@ class _Placer:
         self.events.append(event)
         return event
 
-    def say(self, at: Samples, text: str, run: Run | None, role: str) -> Event:
-        start = max(at, self.free)
-        event = self.add(SPEECH, start, self.sounds.speech[text], text, run, role)
+    def say(self, at: Samples, text: str, run: Run | None, role: str) -> Event | None:
+        if self.after is not None and at < self.after:
+            return None
+        event = self.add(SPEECH, max(at, self.free), self.sounds.speech[text], text, run, role)
+        assert event is not None
         self.free = event.end + GAP
         return event
 
 
 def _place_run(
-    p: _Placer, index: int, run: Run, start: Samples, factor: float, chimes: bool
+    p: _Placer, index: int, run: Run, start: Samples, factor: float, chimes: bool,
+    more: Samples = 0,
 ) -> tuple[Segment, Samples]:
-    """Place one run from `start`; returns its segment and the latest start a later
-    cue (the halfway cue) may have in it without crossing its countdown."""
-    nominal = to_samples(run.time * factor)
+    """Place one run from `start` (`more` samples longer than its time asks); returns
+    its segment and the latest start a later cue (the halfway cue) may have in it
+    without crossing its countdown."""
+    nominal = to_samples(run.time * factor) + more
     p.free = max(p.free, start)
     if chimes:
         role = "side" if run.switch else "step"
-        p.add(CHIME, start, p.sounds.chimes[run.chime], run.chime, run, role)
-        p.free = max(p.free, start + CHIME_LEAD)
+        if p.add(CHIME, start, p.sounds.chimes[run.chime], run.chime, run, role):
+            p.free = max(p.free, start + CHIME_LEAD)
     roles = ("switch" if run.switch else "announce", "say")
     last = None
     for k, text in enumerate(run.opening):
-        last = p.say(start, text, run, roles[min(k, 1)])
-    opening_end = last.end if last else start
+        last = p.say(start, text, run, roles[min(k, 1)]) or last
+    opening_end = last.end if last else max(start, p.after or 0)
     for tip in run.tips:
-        last = p.say(start + to_samples(tip.offset * factor), tip.text, run, "tip")
+        last = p.say(start + to_samples(tip.offset * factor), tip.text, run, "tip") or last
     end = start + nominal
-    speech_end = last.end if last else start
+    speech_end = last.end if last else max(start, p.after or 0)
+    cue = None
     if run.countdown is not None:
         cd = to_samples(run.countdown)
         cue = p.say(end - cd, run.countdown_text, run, "countdown")
+        if cue is not None:
+            end = max(cue.start + cd, cue.end + TAIL)
+    if cue is not None:
         limit = cue.start
-        end = max(cue.start + cd, cue.end + TAIL)
     else:
         end = max(end, speech_end + TAIL)
         limit = end - TAIL
@@ -305,24 +317,40 @@ def _place_run(
 
 
 def _layout(
-    script: Script, sounds: Sounds, factor: float, chimes: bool, extra: Samples = 0
+    script: Script,
+    sounds: Sounds,
+    factor: float,
+    chimes: bool,
+    extra: Samples = 0,
+    *,
+    first: int = 0,
+    start: Samples = 0,
+    after: Samples | None = None,
+    more: Mapping[int, Samples] | None = None,
 ) -> tuple[list[Event], list[Segment], list[Samples], Samples]:
-    p = _Placer(sounds)
+    """Lay out runs `first`.. from `start` (the first run may have begun before `after`,
+    the moment from which events are kept), then the closing."""
+    p = _Placer(sounds, after)
     segments: list[Segment] = []
     limits: list[Samples] = []
-    at: Samples = 0
-    for index, run in enumerate(script.runs):
-        segment, limit = _place_run(p, index, run, at, factor, chimes)
+    at = start
+    for index in range(first, len(script.runs)):
+        run = script.runs[index]
+        extra_time = more.get(index, 0) if more else 0
+        segment, limit = _place_run(p, index, run, at, factor, chimes, extra_time)
         segments.append(segment)
         limits.append(limit)
         at = segment.end
+    at = max(at, after or 0)
     p.free = max(p.free, at)
     spoken = p.say(at, script.finished, None, "finished")
+    assert spoken is not None
     end = spoken.end
     if chimes:
         bell = p.add(
             CHIME, spoken.end + GAP, sounds.chimes[script.end_chime], script.end_chime, None, "end"
         )
+        assert bell is not None
         end = bell.end
     return p.events, segments, limits, end + END_SILENCE + extra
 
@@ -392,12 +420,48 @@ def build(script: Script, sounds: Sounds, pacing: Pacing = Pacing()) -> Timeline
     )
 
 
+def build_rest(
+    script: Script,
+    sounds: Sounds,
+    *,
+    factor: float,
+    chimes: bool,
+    first_run: int,
+    run_start: Samples,
+    now: Samples,
+    more: Mapping[int, Samples] | None = None,
+    halfway: bool = True,
+) -> Timeline:
+    """The rest of a session laid out again from `now`, as a live control asks.
+
+    Runs `first_run`.. follow each other from `run_start` (before `now` when the run is
+    already under way, equal to it when it starts afresh); `more` lengthens runs by
+    their index. Nothing is placed before `now`, and a cue wanted before it is left
+    out: it has been said. The halfway cue is placed again only if `halfway`.
+    """
+    events, segments, limits, total = _layout(
+        script, sounds, factor, chimes, first=first_run, start=run_start, after=now, more=more
+    )
+    if halfway:
+        cue = _place_halfway(script, sounds, events, segments, limits, after=now)
+        if cue is not None:
+            events.append(cue)
+    return Timeline(
+        title=script.title,
+        total=total,
+        events=tuple(sorted(events)),
+        segments=tuple(segments),
+        factor=factor,
+    )
+
+
 def _place_halfway(
     script: Script,
     sounds: Sounds,
     events: list[Event],
     segments: list[Segment],
     limits: list[Samples],
+    after: Samples = 0,
 ) -> Event | None:
     """The halfway cue goes into the first quiet moment at or after the middle of the
     session's steps, inside a run and before that run's countdown."""
@@ -405,7 +469,7 @@ def _place_halfway(
         return None
     length = sounds.speech[script.halfway]
     speech = sorted((e.start, e.end) for e in events if e.kind == SPEECH)
-    middle = segments[-1].end // 2
+    middle = max(segments[-1].end // 2, after)
     candidates = sorted({middle} | {end + GAP for _, end in speech if end + GAP >= middle})
     si = 0
     for at in candidates:
