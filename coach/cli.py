@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    p = sub.add_parser("run", parents=[common], help="live, hands-free narration on the speakers")
+    p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
+    p.add_argument("--device", metavar="NAME|INDEX",
+                   help="the output device (default: the system's); a wrong one lists them")
     p = sub.add_parser("render", parents=[common], help="write the session to an audio file")
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
@@ -169,7 +173,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def _prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _prepare(args: argparse.Namespace, *, live: bool = False):  # type: ignore[no-untyped-def]
     """The session the options describe, with machine warnings shown."""
     from coach.session import Options, prepare
 
@@ -183,7 +187,8 @@ def _prepare(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         chimes=args.chimes,
         countdown=args.countdown,
     )
-    prepared = prepare(args.routine, options, progress=_progress("preparing speech", 20))
+    prepared = prepare(args.routine, options, progress=_progress("preparing speech", 20),
+                       live=live)
     for warning in prepared.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return prepared
@@ -210,6 +215,35 @@ def _progress(what: str, minimum: int, unit=str):  # type: ignore[no-untyped-def
                   end=end, file=sys.stderr, flush=True)
 
     return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from coach.live import run_live
+    from coach.speakers import find_device
+    from coach.terminal import Keys, Screen, Status, render_status
+    from coach.timeline import clock
+
+    device = find_device(args.device)  # before the work: a wrong device fails at once
+    prepared = _prepare(args, live=True)
+    screen = Screen()
+    title = prepared.routine.title
+
+    def show(player) -> None:  # type: ignore[no-untyped-def]
+        screen.draw(render_status(Status(title=title, **player.status()), screen.width))
+
+    if not screen.interactive:
+        print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}",
+              flush=True)
+    with Keys() as keys:
+        try:
+            result = run_live(prepared, device=str(device.index), keys=keys,
+                              screen=show if screen.interactive else None)
+        finally:
+            screen.close()
+    ending = "stopped" if result.quit else "finished"
+    underruns = f", {result.underruns} underruns" if result.underruns else ""
+    print(f"session {ending} at {clock(result.played)}{underruns}")
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -293,5 +327,6 @@ COMMANDS = {
     "validate": cmd_validate,
     "preview": cmd_preview,
     "render": cmd_render,
+    "run": cmd_run,
     "voices": cmd_voices,
 }

@@ -49,6 +49,8 @@ class Prepared:
     warnings: tuple[str, ...]  # about the machine (voice fallback), not the timeline
     settings: SpeechSettings
     cache: SpeechCache
+    sounds: Sounds
+    chimes: bool
 
     def clips(self) -> CachedClips:
         """Where the mixer finds this session's speech samples."""
@@ -84,8 +86,11 @@ def prepare(
     options: Options = Options(),
     *,
     progress: Callable[[int, int], None] | None = None,
+    live: bool = False,
 ) -> Prepared:
-    """Load, synthesize and lay out a session. Raises CoachError subclasses only."""
+    """Load, synthesize and lay out a session. Raises CoachError subclasses only.
+    `live` also synthesizes what a live session may say on request (paused, resumed,
+    the pressure hints)."""
     from coach import speech  # heavy-ish: pyttsx3, numpy; only when a session is made
 
     routine = load_routine(routine_ref) if isinstance(routine_ref, str) else routine_ref
@@ -99,7 +104,12 @@ def prepare(
     script = write_script(routine, pack, countdown=options.countdown)
     cache = speech.SpeechCache()
     synth = speech.Synthesizer(cache)
-    lengths = synth.ensure(sorted(script.texts()), settings, progress=progress)
+    texts = script.texts()
+    if live:
+        from coach.live import live_texts
+
+        texts |= live_texts(routine, pack, script)
+    lengths = synth.ensure(sorted(texts), settings, progress=progress)
     sounds = Sounds(
         speech=lengths,
         chimes={name: to_samples(s) for name, s in SYNTH_CHIMES.items()},
@@ -113,7 +123,8 @@ def prepare(
     )
     timeline = build(script, sounds, pacing)
     return Prepared(
-        routine, pack, voice.id, rate, script, timeline, tuple(warnings), settings, cache
+        routine, pack, voice.id, rate, script, timeline, tuple(warnings), settings, cache,
+        sounds, options.chimes,
     )
 
 

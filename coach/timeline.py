@@ -19,6 +19,7 @@ captions, chapters, rendering and live playback. Two pure steps, no clock and no
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -232,15 +233,20 @@ class Timeline:
 
 
 class _Placer:
-    """Collects events in placement order and keeps speech apart. Nothing is placed
-    before `after`: a cue whose wanted time is earlier is left out (a live session
-    laid out again from the middle of a step has already said it)."""
+    """Collects events in placement order and keeps speech apart.
 
-    def __init__(self, sounds: Sounds, after: Samples | None = None) -> None:
+    Nothing is placed before `after` (None: no limit). A spoken cue is left out when it
+    is among `said` (cues a live session has already spoken, by step, side, role and
+    text), or, without `said`, when its wanted time is before `after`.
+    """
+
+    def __init__(self, sounds: Sounds, after: Samples | None = None,
+                 said: Counter[tuple[int | None, str | None, str, str]] | None = None) -> None:
         self.sounds = sounds
         self.events: list[Event] = []
         self.seq = 0
-        self.after = after  # None: keep everything
+        self.after = after
+        self.said = said
         self.free: Samples = after or 0  # earliest start of the next speech
 
     def add(
@@ -264,7 +270,12 @@ class _Placer:
         return event
 
     def say(self, at: Samples, text: str, run: Run | None, role: str) -> Event | None:
-        if self.after is not None and at < self.after:
+        if self.said is not None:
+            key = (run.step if run else None, run.side if run else None, role, text)
+            if self.said[key] > 0:
+                self.said[key] -= 1
+                return None
+        elif self.after is not None and at < self.after:
             return None
         event = self.add(SPEECH, max(at, self.free), self.sounds.speech[text], text, run, role)
         assert event is not None
@@ -327,10 +338,16 @@ def _layout(
     start: Samples = 0,
     after: Samples | None = None,
     more: Mapping[int, Samples] | None = None,
+    said: Iterable[Event] | None = None,
 ) -> tuple[list[Event], list[Segment], list[Samples], Samples]:
     """Lay out runs `first`.. from `start` (the first run may have begun before `after`,
     the moment from which events are kept), then the closing."""
-    p = _Placer(sounds, after)
+    spoken = None
+    if said is not None:
+        # A countdown is said again if the step has been lengthened since.
+        spoken = Counter((e.step, e.side, e.role, e.text) for e in said
+                         if e.kind == SPEECH and e.role != "countdown")
+    p = _Placer(sounds, after, spoken)
     segments: list[Segment] = []
     limits: list[Samples] = []
     at = start
@@ -430,17 +447,20 @@ def build_rest(
     run_start: Samples,
     now: Samples,
     more: Mapping[int, Samples] | None = None,
+    said: Iterable[Event] | None = None,
     halfway: bool = True,
 ) -> Timeline:
     """The rest of a session laid out again from `now`, as a live control asks.
 
     Runs `first_run`.. follow each other from `run_start` (before `now` when the run is
     already under way, equal to it when it starts afresh); `more` lengthens runs by
-    their index. Nothing is placed before `now`, and a cue wanted before it is left
-    out: it has been said. The halfway cue is placed again only if `halfway`.
+    their index. Nothing is placed before `now`. The cues in `said` (those already
+    spoken, when the run under way goes on) are left out; without `said`, those wanted
+    before `now` are. The halfway cue is placed again only if `halfway`.
     """
     events, segments, limits, total = _layout(
-        script, sounds, factor, chimes, first=first_run, start=run_start, after=now, more=more
+        script, sounds, factor, chimes, first=first_run, start=run_start, after=now,
+        more=more, said=said,
     )
     if halfway:
         cue = _place_halfway(script, sounds, events, segments, limits, after=now)

@@ -1,0 +1,524 @@
+"""Live sessions: the timeline played through the speakers, steered by keys (or voice).
+
+Three parts, outermost last:
+
+- `LivePlan` (pure): the session's schedule, and how each control changes it from the
+  moment it is pressed: next and back jump to a step, faster and slower re-pace the rest,
+  more time lengthens this step. Each returns the new timeline of the rest.
+- `Player`: makes the blocks of samples, a little ahead of the audio clock, into the
+  queue the output callback copies from. It uses the same Mixer as a render, so an
+  untouched live session is the rendered file, sample for sample. Controls run between
+  blocks: the queue is cut after the block playing now, and what follows fades across
+  from the old schedule to the new one. Pausing holds the session's clock; what the
+  coach says about it (paused, resumed, a repeated cue) plays while the clock is held.
+- `run_live`: output stream, keys and screen around a Player.
+
+Time here is the session's own, in samples: it only moves while the session plays, so
+a pause of any length changes nothing that comes after it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from coach.mixer import Mixer, SoundBank
+from coach.routine import PACE_RANGE
+from coach.timeline import SPEECH, Event, Script, Segment, Sounds, Timeline, build_rest
+from coach.units import RATE, Samples, to_samples
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Frames the player makes at a time (a control takes effect after the block playing,
+#: so this bounds its delay, with the device's latency), and how far ahead of the
+#: speakers it keeps (a control drops what is queued, so this costs no delay).
+BLOCK: Samples = 512
+AHEAD: Samples = to_samples(0.3)
+#: Fades that keep controls free of clicks.
+FADE: Samples = to_samples(0.012)
+#: "m" adds this to the step in progress.
+MORE_TIME: Samples = to_samples(30.0)
+#: "b" within this much of a step's start goes to the step before; later, to its start.
+BACK_GRACE: Samples = to_samples(5.0)
+#: "+" and "-" change the pace by this factor.
+PACE_STEP = 1.1
+#: The output latency asked of the device: PortAudio's "low" (9 ms on PulseAudio) let
+#: a Python callback underflow now and then; this is still far under a cue's notice.
+LATENCY = 0.03
+#: Silence after the end, so the device plays out what it holds (AUDIO-NOTES).
+TAIL: Samples = to_samples(0.4)
+
+COMMANDS = ("pause", "next", "back", "repeat", "faster", "slower", "more", "quit",
+            "more_pressure", "less_pressure")
+
+
+@dataclass
+class LivePlan:
+    """The schedule of a live session and the controls that change it (pure)."""
+
+    script: Script
+    sounds: Sounds
+    timeline: Timeline
+    chimes: bool = True
+    more: dict[int, Samples] = field(default_factory=dict)
+
+    @property
+    def factor(self) -> float:
+        return self.timeline.factor
+
+    def segment_at(self, now: Samples) -> Segment | None:
+        """The run being played at `now`; None in the closing."""
+        for seg in self.timeline.segments:
+            if seg.start <= now < seg.end:
+                return seg
+        return None
+
+    def _halfway_said(self, now: Samples) -> bool:
+        return not any(e.role == "halfway" and e.start >= now for e in self.timeline.events)
+
+    def _rest(self, first_run: int, run_start: Samples, now: Samples,
+              factor: float | None = None, *, goes_on: bool = False) -> Timeline:
+        """The rest from `now`. When the run under way `goes_on` (re-paced, lengthened),
+        what it has already said is not said again, whenever it was meant to be."""
+        said = [e for e in self.timeline.events if e.start < now] if goes_on else None
+        self.timeline = build_rest(
+            self.script, self.sounds, factor=self.factor if factor is None else factor,
+            chimes=self.chimes, first_run=first_run, run_start=run_start, now=now,
+            more=self.more, said=said, halfway=not self._halfway_said(now),
+        )
+        return self.timeline
+
+    def _first_run_of(self, step: int) -> int:
+        return next(i for i, r in enumerate(self.script.runs) if r.step == step)
+
+    def next_step(self, now: Samples) -> Timeline:
+        seg = self.segment_at(now)
+        if seg is None:
+            return self.timeline
+        later = [i for i, r in enumerate(self.script.runs) if r.step > seg.step]
+        return self._rest(later[0] if later else len(self.script.runs), now, now)
+
+    def back(self, now: Samples) -> Timeline:
+        seg = self.segment_at(now)
+        if seg is None:  # in the closing: back to the last step
+            return self._rest(self._first_run_of(self.script.runs[-1].step), now, now)
+        step_start = next(s.start for s in self.timeline.segments if s.step == seg.step)
+        step = seg.step
+        if now - step_start < BACK_GRACE and step > 0:
+            step -= 1
+        return self._rest(self._first_run_of(step), now, now)
+
+    def repace(self, now: Samples, factor: float) -> Timeline:
+        """The rest at another pace; the run under way keeps the share of it already done."""
+        factor = min(max(factor, PACE_RANGE[0]), PACE_RANGE[1])
+        seg = self.segment_at(now)
+        if seg is None:
+            return self.timeline
+        done = (now - seg.start) / max(1, seg.end - seg.start)
+        length = to_samples(self.script.runs[seg.run].time * factor) + self.more.get(seg.run, 0)
+        return self._rest(seg.run, now - round(done * length), now, factor, goes_on=True)
+
+    def more_time(self, now: Samples) -> Timeline:
+        seg = self.segment_at(now)
+        if seg is None:
+            return self.timeline
+        self.more[seg.run] = self.more.get(seg.run, 0) + MORE_TIME
+        return self._rest(seg.run, seg.start, now, goes_on=True)
+
+    def cue_at(self, now: Samples) -> Event | None:
+        """The spoken cue sounding at `now`, if any."""
+        for e in self.timeline.events:
+            if e.kind == SPEECH and e.start <= now < e.end:
+                return e
+        return None
+
+    def last_cue(self, now: Samples) -> Event | None:
+        said = [e for e in self.timeline.events if e.kind == SPEECH and e.start <= now]
+        return said[-1] if said else None
+
+
+@dataclass
+class Hold:
+    """A stretch of sound played while the session's clock stands still."""
+
+    samples: np.ndarray  # (n, channels)
+    offset: int = 0
+
+
+class Player:
+    """Makes blocks for the output queue, runs controls, and reports where it is.
+
+    `pump()` does one round (controls, then blocks until AHEAD is queued) and is called
+    from a feeder thread, or directly by tests with a fake output. `control(name)` may
+    be called from any thread: commands wait in a queue for the next round.
+    """
+
+    def __init__(self, plan: LivePlan, bank: SoundBank, out: Any, *, gain: float,
+                 phrases: Callable[[str], str | None] | None = None) -> None:
+        self.plan = plan
+        self.bank = bank
+        self.out = out  # a speakers.BlockQueue
+        self.gain = gain
+        self.channels = bank.channels
+        self.mixer = Mixer(plan.timeline, bank, gain=gain)
+        self.commands: queue.Queue[str] = queue.Queue()
+        self.phrases = phrases or (lambda name: None)
+        self.paused = False
+        self.resume_at: Samples = 0  # where a pause will resume
+        self.hold: Hold | None = None
+        self.overlays: list[Hold] = []
+        self.finished = False  # everything, tail included, is queued
+        self.quit = False
+        self.message = ""
+        self.made: Samples = 0  # session position of the next block to make
+        self.origin: Samples = 0  # where the session starts
+
+    # -- where we are --------------------------------------------------------------
+
+    # Every block is queued with the tag (start, frames, after): its session position
+    # (None while the session's clock is held) and where the session stands after it.
+
+    def position(self) -> Samples:
+        """The session position the speakers are playing. While the session's clock is
+        held (paused, or the coach saying something about a control) it stands still."""
+        tag, offset = self.out.played
+        if tag is None:
+            return self.origin
+        if tag[0] is None:
+            return tag[2]
+        return tag[0] + min(offset, tag[1])
+
+    def _now(self) -> Samples:
+        """Where a change can take effect: after the block being played (the queue
+        finishes it before anything that follows)."""
+        tag, _ = self.out.played
+        return self.origin if tag is None else tag[2]
+
+    # -- controls ------------------------------------------------------------------
+
+    def control(self, name: str) -> None:
+        if name not in COMMANDS:
+            raise ValueError(f"unknown control {name!r}")
+        self.commands.put(name)
+
+    def _apply(self, name: str) -> None:
+        if self.finished and name != "quit":
+            return
+        if name == "quit":
+            self._cut_to(None)
+            self.quit = True
+            self.message = "stopping"
+            return
+        if name == "pause":
+            self._toggle_pause()
+            return
+        if self.paused:
+            self._toggle_pause()  # any other control resumes first
+        now = self._now()
+        plan = self.plan
+        if name == "next":
+            self._switch(plan.next_step(now), now)
+            self.message = "next step"
+        elif name == "back":
+            self._switch(plan.back(now), now)
+            self.message = "back"
+        elif name in ("faster", "slower"):
+            factor = plan.factor / PACE_STEP if name == "faster" else plan.factor * PACE_STEP
+            self._switch(plan.repace(now, factor), now)
+            self.message = f"{name}: pace {plan.factor:.2f}x"
+        elif name == "more":
+            self._switch(plan.more_time(now), now)
+            self.message = "30 seconds more on this step"
+        elif name == "repeat":
+            self._repeat(now)
+        elif name in ("more_pressure", "less_pressure"):
+            self._pressure(now, name)
+
+    def _tap(self) -> None:
+        tap = self._sound(Event(0, 0, 0, 0, "chime", "wood", None, None, "ack"))
+        self.overlays.append(Hold(tap))
+
+    def _sound(self, event: Event) -> np.ndarray:
+        """An event's samples in the output's channels, at the session's level."""
+        import numpy as np
+
+        mono = self.bank.samples(event)
+        gains = self.bank.gains(event)
+        out = np.empty((len(mono), self.channels), dtype=np.float32)
+        for c, g in enumerate(gains):
+            out[:, c] = mono * np.float32(g * self.gain)
+        return out
+
+    def _speech(self, text: str) -> np.ndarray:
+        return self._sound(Event(0, 0, 0, 0, SPEECH, text, None, None, "ack"))
+
+    def _switch(self, timeline: Timeline, now: Samples) -> None:
+        """Go on from `now` with a new schedule, fading across from the old one."""
+        old = self.mixer
+        self.mixer = Mixer(timeline, self.bank, gain=self.gain, start=now)
+        self._cut_to(now, fade_from=old)
+        self._tap()
+
+    def _cut_to(self, now: Samples | None, fade_from: Mixer | None = None) -> None:
+        """Drop what is queued after the block playing; fade out what was sounding."""
+        import numpy as np
+
+        self.out.clear()
+        at = self._now() if now is None else now
+        if fade_from is None:
+            fade_from = Mixer(self.plan.timeline, self.bank, gain=self.gain, start=at)
+        else:
+            fade_from.seek(at)
+        tail = fade_from.read(FADE) * np.linspace(1, 0, FADE, dtype=np.float32)[:, None]
+        self.overlays.insert(0, Hold(tail))
+        self.made = at
+
+    def _toggle_pause(self) -> None:
+        if not self.paused:
+            now = self._now()
+            cue = self.plan.cue_at(now)
+            self._cut_to(now)
+            self.paused = True
+            self.resume_at = cue.start if cue is not None else now
+            said = self.phrases("paused")
+            self.hold = Hold(self._speech(said)) if said else None
+            self.message = "paused"
+        else:
+            self.paused = False
+            said = self.phrases("resumed")
+            self.hold = Hold(self._speech(said)) if said else None
+            self.mixer.seek(self.resume_at)
+            self.made = self.resume_at
+            self._fade_in = True
+            self.message = "resumed"
+
+    def _repeat(self, now: Samples) -> None:
+        cue = self.plan.cue_at(now)
+        if cue is not None:  # a cue is under way: start it again
+            self._cut_to(now)
+            self.mixer.seek(cue.start)
+            self.made = cue.start
+            self._fade_in = True
+        else:
+            last = self.plan.last_cue(now)
+            if last is None:
+                return
+            self._cut_to(now)
+            self.mixer.seek(now)
+            self.hold = Hold(self._speech(last.text))
+        self.message = "repeat"
+
+    def _pressure(self, now: Samples, which: str) -> None:
+        seg = self.plan.segment_at(now)
+        hint = None
+        if seg is not None:
+            hint = self.phrases(f"{which}:{seg.run}")
+        hint = hint or self.phrases(which)
+        if not hint:
+            return
+        self._cut_to(now)
+        self.mixer.seek(now)
+        self.hold = Hold(self._speech(hint))
+        self.message = "more pressure" if which == "more_pressure" else "lighter"
+
+    # -- making blocks -------------------------------------------------------------
+
+    _fade_in = False
+
+    def pump(self) -> bool:
+        """One round: apply waiting controls, then queue blocks up to AHEAD. Returns
+        False once the session is over and everything has been queued."""
+        while True:
+            try:
+                self._apply(self.commands.get_nowait())
+            except queue.Empty:
+                break
+        if self.finished:
+            return False
+        while self.out.queued_frames() < AHEAD and not self.finished:
+            self._make_block()
+        return True
+
+    def _make_block(self) -> None:
+        import numpy as np
+
+        if self.quit:
+            block = self._mix_overlays(np.zeros((TAIL, self.channels), dtype=np.float32))
+            self.out.put(block, (None, len(block), self.made))
+            self.out.finish()
+            self.finished = True
+            return
+        if self.hold is not None or self.paused:
+            block = np.zeros((BLOCK, self.channels), dtype=np.float32)
+            if self.hold is not None:
+                part = self.hold.samples[self.hold.offset : self.hold.offset + BLOCK]
+                block[: len(part)] += part
+                self.hold.offset += len(part)
+                if self.hold.offset >= len(self.hold.samples):
+                    self.hold = None
+            after = self.resume_at if self.paused else self.made
+            self.out.put(self._mix_overlays(block), (None, BLOCK, after))
+            return
+        total = self.mixer.total
+        if self.made >= total:
+            block = self._mix_overlays(np.zeros((TAIL, self.channels), dtype=np.float32))
+            self.out.put(block, (None, len(block), self.made))
+            self.out.finish()
+            self.finished = True
+            return
+        n = min(BLOCK, total - self.made)
+        if self.mixer.position != self.made:
+            self.mixer.seek(self.made)
+        block = self.mixer.read(n)
+        if self._fade_in:
+            k = min(FADE, n)
+            block[:k] *= np.linspace(0, 1, k, dtype=np.float32)[:, None]
+            self._fade_in = False
+        block = self._mix_overlays(block)
+        self.out.put(block, (self.made, n, self.made + n))
+        self.made += n
+
+    def _mix_overlays(self, block: np.ndarray) -> np.ndarray:
+        if not self.overlays:
+            return block
+        keep = []
+        for o in self.overlays:
+            part = o.samples[o.offset : o.offset + len(block)]
+            block[: len(part)] += part
+            o.offset += len(part)
+            if o.offset < len(o.samples):
+                keep.append(o)
+        self.overlays = keep
+        return block
+
+    # -- for the screen ------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self.position()
+        tl = self.plan.timeline
+        seg = self.plan.segment_at(now)
+        runs = self.plan.script.runs
+        steps = len({r.step for r in runs})
+        nxt = None
+        if seg is not None:
+            later = [r for r in runs if r.step > seg.step]
+            nxt = later[0].title if later else None
+        return {
+            "step": None if seg is None else seg.step + 1,
+            "steps": steps,
+            "step_title": "closing" if seg is None else seg.title,
+            "side": None if seg is None else seg.side,
+            "step_left": 0.0 if seg is None else max(0, seg.end - now) / RATE,
+            "session_left": max(0, tl.total - now) / RATE,
+            "session_total": tl.total / RATE,
+            "next_title": nxt,
+            "pace": self.plan.factor,
+            "paused": self.paused,
+            "message": self.message,
+        }
+
+
+def feed(player: Player, stop: threading.Event, period: float = 0.004) -> None:
+    """The feeder thread: keeps the queue topped up until the session is over."""
+    while not stop.is_set() and player.pump():
+        time.sleep(period)
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    played: Samples
+    underruns: int
+    quit: bool
+
+
+def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, screen: Any = None,
+             on_tick: Callable[[Player], None] | None = None) -> LiveResult:
+    """Play a prepared session through the speakers until it ends or is quit.
+
+    `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status.
+    Ctrl-C fades out within a few blocks and re-raises KeyboardInterrupt.
+    """
+    from coach import speakers
+    from coach.mixer import session_gain
+
+    dev = speakers.find_device(device)
+    channels = 2 if dev.channels >= 2 else 1
+    bank = SoundBank(prepared.clips(), channels=channels)
+    gain = session_gain(prepared.timeline, SoundBank(prepared.clips(), channels=2))
+    plan = LivePlan(prepared.script, prepared.sounds, prepared.timeline,
+                    chimes=prepared.chimes)
+    out = speakers.BlockQueue(channels)
+    player = Player(plan, bank, out, gain=gain, phrases=phrase_lookup(prepared))
+    player.pump()
+    stream = speakers.Output(dev, out, channels=channels, latency=LATENCY)
+    stop = threading.Event()
+    feeder = threading.Thread(target=feed, args=(player, stop), name="coach-feeder",
+                              daemon=True)
+    stream.start()
+    feeder.start()
+    interrupted = False
+    try:
+        while feeder.is_alive() or out.queued_frames() > 0:
+            command = keys.read(0.1) if keys is not None and keys.interactive else None
+            if command is None and (keys is None or not keys.interactive):
+                time.sleep(0.05)
+            if command is not None:
+                player.control(command)
+            if on_tick is not None:
+                on_tick(player)
+            if screen is not None:
+                screen(player)
+    except KeyboardInterrupt:
+        interrupted = True
+        player.control("quit")
+        deadline = time.monotonic() + 0.3
+        while out.queued_frames() > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        feeder.join(1.0)
+        time.sleep(min(0.25, max(0.0, getattr(stream, "latency", 0.05))))
+        stream.stop()
+    if interrupted:
+        raise KeyboardInterrupt
+    return LiveResult(player.position(), stream.underruns, player.quit)
+
+
+def phrase_lookup(prepared: Any) -> Callable[[str], str | None]:
+    """The texts the player speaks for its controls, by name (all synthesized ahead)."""
+    phrases = prepared.pack.phrases
+    fixed = {
+        "paused": phrases.paused,
+        "resumed": phrases.resumed,
+        "more_pressure": phrases.more_pressure,
+        "less_pressure": phrases.less_pressure,
+    }
+    for i, run in enumerate(prepared.script.runs):
+        step = prepared.routine.steps[run.step]
+        if step.pressure.more:
+            fixed[f"more_pressure:{i}"] = _with_side(step.pressure.more, run, prepared)
+        if step.pressure.less:
+            fixed[f"less_pressure:{i}"] = _with_side(step.pressure.less, run, prepared)
+    return fixed.get
+
+
+def _with_side(text: str, run: Any, prepared: Any) -> str:
+    return text.format(side=prepared.pack.phrases.side(run.side)) if run.side else text
+
+
+def live_texts(prepared_routine: Any, pack: Any, script: Script) -> set[str]:
+    """Texts a live session may speak besides the timeline's."""
+    p = pack.phrases
+    out = {p.paused, p.resumed, p.more_pressure, p.less_pressure}
+    for run in script.runs:
+        step = prepared_routine.steps[run.step]
+        for hint in (step.pressure.more, step.pressure.less):
+            if hint:
+                out.add(hint.format(side=p.side(run.side)) if run.side else hint)
+    return out
+
