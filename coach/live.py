@@ -437,11 +437,14 @@ class LiveResult:
 
 
 def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, screen: Any = None,
-             on_tick: Callable[[Player], None] | None = None) -> LiveResult:
+             on_tick: Callable[[Player], None] | None = None,
+             phrases: Callable[[str], str | None] | None = None) -> LiveResult:
     """Play a prepared session through the speakers until it ends or is quit.
 
-    `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status.
-    Ctrl-C fades out within a few blocks and re-raises KeyboardInterrupt.
+    `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status;
+    `on_tick` sees the player about ten times a second; `phrases` overrides what the
+    coach says about controls (None from it: nothing). Ctrl-C fades out within a few
+    blocks and re-raises KeyboardInterrupt.
     """
     from coach import speakers
     from coach.mixer import session_gain
@@ -453,7 +456,7 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
     plan = LivePlan(prepared.script, prepared.sounds, prepared.timeline,
                     chimes=prepared.chimes)
     out = speakers.BlockQueue(channels)
-    player = Player(plan, bank, out, gain=gain, phrases=phrase_lookup(prepared))
+    player = Player(plan, bank, out, gain=gain, phrases=phrases or phrase_lookup(prepared))
     player.pump()
     stream = speakers.Output(dev, out, channels=channels, latency=LATENCY)
     stop = threading.Event()

@@ -20,6 +20,7 @@ PortAudio if sounddevice is already loaded; no stream may be open at that moment
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -72,16 +73,15 @@ def _pactl_answers(env: dict[str, str]) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def pulse() -> Iterator[PulseServer]:
-    """A private PulseAudio server with a null sink, for the whole test session."""
+@contextlib.contextmanager
+def pulse_server() -> Iterator[PulseServer]:
+    """A private PulseAudio server with a null sink, while the block lasts (also for
+    scripts/bench_live.py). Raises RuntimeError if it cannot be started."""
     exe = shutil.which("pulseaudio")
-    if exe is None:
-        pytest.skip("PulseAudio is not installed (apt install pulseaudio pulseaudio-utils); "
-                    "these tests play through a real audio server")
-    for tool in ("pactl", "parecord"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt install pulseaudio-utils)")
+    missing = [t for t in ("pulseaudio", "pactl", "parecord") if shutil.which(t) is None]
+    if exe is None or missing:
+        raise RuntimeError(f"{', '.join(missing)} not installed (apt install pulseaudio "
+                           "pulseaudio-utils); these tests play through a real audio server")
     folder = Path(tempfile.mkdtemp(prefix="coach-pulse-"))  # short: a socket path lives here
     run, config = folder / "run", folder / "config"
     for sub in (run, config, config / "pulse"):
@@ -106,7 +106,7 @@ def pulse() -> Iterator[PulseServer]:
         deadline = time.monotonic() + 15
         while not _pactl_answers(dict(os.environ)):
             if daemon.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"pulseaudio did not start; its log:\n{log_path.read_text()}")
+                raise RuntimeError(f"pulseaudio did not start; its log:\n{log_path.read_text()}")
             time.sleep(0.05)
         _restart_portaudio()
         yield PulseServer(folder=folder, pid=daemon.pid, env=env)
@@ -123,6 +123,16 @@ def pulse() -> Iterator[PulseServer]:
             else:
                 os.environ[name] = value
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pulse() -> Iterator[PulseServer]:
+    """A private PulseAudio server with a null sink, for the whole test session."""
+    if shutil.which("pulseaudio") is None:
+        pytest.skip("PulseAudio is not installed (apt install pulseaudio pulseaudio-utils); "
+                    "these tests play through a real audio server")
+    with pulse_server() as server:
+        yield server
 
 
 def _die_with_parent() -> None:
