@@ -105,14 +105,8 @@ class Keys:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = sys.stdin if stream is None else stream
-        self.fd: int | None = None
-        self.interactive = False
-        try:
-            fd = self.stream.fileno()
-            if os.isatty(fd):
-                self.fd, self.interactive = fd, True
-        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation, closed
-            pass
+        self.fd = _terminal_fd(self.stream)
+        self.interactive = self.fd is not None
         self._buf = bytearray()
         self._eof = False
         self._saved: list[Any] | None = None
@@ -386,14 +380,8 @@ class Screen:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = sys.stdout if stream is None else stream
-        self.fd: int | None = None
-        self.interactive = False
-        try:
-            fd = self.stream.fileno()
-            if os.isatty(fd):
-                self.fd, self.interactive = fd, True
-        except (AttributeError, OSError, ValueError):
-            pass
+        self.fd = _terminal_fd(self.stream)
+        self.interactive = self.fd is not None
         self._drawn = 0  # lines on the screen from the last drawing
         self._size: tuple[int, int] | None = None
 
@@ -447,3 +435,12 @@ class Screen:
         text = text.encode(encoding, "replace").decode(encoding)
         self.stream.write(text)
         self.stream.flush()
+
+
+def _terminal_fd(stream: TextIO) -> int | None:
+    """The stream's file descriptor if it is a terminal, else None."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation, closed
+        return None
+    return fd if os.isatty(fd) else None
