@@ -723,6 +723,38 @@ class AmbientTrack:
             raise InputError(f"cannot read it as audio ({e})", file=str(self.path)) from e
 
 
+#: The longest a recorded clip or chime in a voice pack may be.
+CLIP_MAX_SECONDS = 120
+
+
+def probe_sound(path: Path) -> float:
+    """Check that `path` is a readable audio file of at most CLIP_MAX_SECONDS; return its
+    length in seconds. Raises InputError saying what is wrong."""
+    with _open_ambient(path) as f:
+        if f.frames == 0:
+            raise InputError("holds no samples", file=str(path))
+        seconds = f.frames / f.samplerate
+    if seconds > CLIP_MAX_SECONDS:
+        raise InputError(f"is {seconds:.0f} s long; a clip is at most {CLIP_MAX_SECONDS} s",
+                         file=str(path))
+    return seconds
+
+
+def read_sound(path: Path) -> np.ndarray:
+    """A short audio file (a recorded clip, a chime) as float32 mono samples at RATE."""
+    import numpy as np
+    import soxr
+
+    probe_sound(path)
+    with _open_ambient(path) as f:
+        data = f.read(dtype="float32", always_2d=True)
+        rate = f.samplerate
+    mono = data.mean(axis=1, dtype=np.float32)
+    if rate != RATE:
+        mono = soxr.resample(mono, rate, RATE, quality="HQ").astype(np.float32)
+    return mono
+
+
 def _open_ambient(path: Path) -> Any:
     """The file opened with soundfile, or an InputError that says what is wrong."""
     if not path.exists():

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one file a step in a folder named after OUT, with an .m3u playlist")
     p.add_argument("--ambient", type=Path, metavar="FILE",
                    help="a background track, looped or cut, lowered under speech")
+    p = sub.add_parser("record-list",
+                       help="every phrase a routine needs, to record in your own voice")
+    p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
+    p.add_argument("--voice", metavar="PACK", help="the voice pack to record for")
+    p.add_argument("--countdown", type=_seconds, metavar="SECONDS",
+                   help="as for run and render: the countdown phrases change with it")
     sub.add_parser("voices", help="the text-to-speech voices this machine has")
     return parser
 
@@ -310,6 +316,36 @@ def format_table(prepared) -> str:  # type: ignore[no-untyped-def]
     return "\n".join(lines)
 
 
+def cmd_record_list(args: argparse.Namespace) -> int:
+    """What to record for a routine: needs no audio stack, only the routine and pack."""
+    import re
+
+    from coach.live import live_texts
+    from coach.routine import load_routine
+    from coach.session import choose_pack
+    from coach.timeline import write_script
+
+    routine = load_routine(args.routine)
+    pack = choose_pack(routine, args.voice)
+    script = write_script(routine, pack, countdown=args.countdown)
+    texts = sorted(script.texts() | live_texts(routine, pack, script))
+    done = [t for t in texts if t in pack.clips]
+    folder = pack.folder or Path(pack.id)
+    print(f"{routine.title}, voice pack {pack.id}: {len(texts)} phrases, {len(done)} "
+          f"recorded, {len(texts) - len(done)} to record.")
+    print(f"Record each as a WAV file in {folder} and list it under `clips:` in "
+          f"{folder / 'pack.yaml'}, the text exactly as shown:")
+    print()
+    for text in texts:
+        if text in pack.clips:
+            where = pack.clips[text].relative_to(folder.resolve())
+            print(f'  recorded   "{text}": {where}')
+        else:
+            slug = "-".join(re.findall(r"[a-z0-9]+", text.lower())[:6]) or "clip"
+            print(f'  to record  "{text}": clips/{slug}.wav')
+    return 0
+
+
 def cmd_voices(args: argparse.Namespace) -> int:
     from coach.speech import list_voices
 
@@ -328,5 +364,6 @@ COMMANDS = {
     "preview": cmd_preview,
     "render": cmd_render,
     "run": cmd_run,
+    "record-list": cmd_record_list,
     "voices": cmd_voices,
 }

@@ -39,7 +39,8 @@ _KEEP_CLIPS = 48
 
 
 class Clips(Protocol):
-    """Where speech samples come from (the speech cache, or a voice pack's recordings)."""
+    """Where speech samples come from (the speech cache, or a voice pack's recordings).
+    It may also have `chime(name)`, giving a chime the voice pack brings (or None)."""
 
     def load(self, text: str) -> np.ndarray: ...
 
@@ -70,7 +71,9 @@ class SoundBank:
                 self._speech.move_to_end(event.text)
             return clip
         if event.kind == CHIME:
-            return chimes.chime(event.text)
+            own = getattr(self.clips, "chime", None)
+            sound = own(event.text) if own is not None else None
+            return sound if sound is not None else chimes.chime(event.text)
         if event.kind == PULSE:
             return chimes.pulse()
         raise ValueError(f"unknown event kind {event.kind!r}")

@@ -7,7 +7,7 @@ speaks, and build the timeline from the measured lengths.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,19 +51,43 @@ class Prepared:
     cache: SpeechCache
     sounds: Sounds
     chimes: bool
+    recorded: Mapping[str, np.ndarray]  # the pack's recorded clips and chime files
 
     def clips(self) -> CachedClips:
-        """Where the mixer finds this session's speech samples."""
-        return CachedClips(self.cache, self.settings)
+        """Where the mixer finds this session's speech samples (and pack chimes)."""
+        return CachedClips(self.cache, self.settings, self.recorded)
 
 
 @dataclass(frozen=True)
 class CachedClips:
+    """Speech from the voice pack's recordings where it has them, else from the cache."""
+
     cache: SpeechCache
     settings: SpeechSettings
+    recorded: Mapping[str, np.ndarray]
 
     def load(self, text: str) -> np.ndarray:
-        return self.cache.load(text, self.settings)
+        clip = self.recorded.get(text)
+        return clip if clip is not None else self.cache.load(text, self.settings)
+
+    def chime(self, name: str) -> np.ndarray | None:
+        """A chime the pack brings as a file (None: one of the project's own)."""
+        return self.recorded.get(name)
+
+
+def load_recordings(pack: VoicePack, wanted: Iterable[str]) -> dict[str, np.ndarray]:
+    """The pack's recorded clips for the texts a session says, levelled like synthesized
+    speech, and its chime files, as float32 mono at RATE."""
+    from coach import loudness
+    from coach.audiofile import read_sound
+
+    out = {}
+    for text in wanted:
+        if text in pack.clips:
+            out[text] = loudness.level_speech(read_sound(pack.clips[text]))
+    for name, path in pack.sound_files.items():
+        out[name] = read_sound(path)
+    return out
 
 
 def choose_pack(routine: Routine, voice: str | None) -> VoicePack:
@@ -109,12 +133,12 @@ def prepare(
         from coach.live import live_texts
 
         texts |= live_texts(routine, pack, script)
-    lengths = synth.ensure(sorted(texts), settings, progress=progress)
-    sounds = Sounds(
-        speech=lengths,
-        chimes={name: to_samples(s) for name, s in SYNTH_CHIMES.items()},
-        pulse=to_samples(PULSE_SECONDS),
-    )
+    recorded = load_recordings(pack, texts)
+    lengths = synth.ensure(sorted(texts - recorded.keys()), settings, progress=progress)
+    lengths.update({text: len(recorded[text]) for text in texts & recorded.keys()})
+    chimes = {name: to_samples(s) for name, s in SYNTH_CHIMES.items()}
+    chimes.update({name: len(recorded[name]) for name in pack.sound_files})
+    sounds = Sounds(speech=lengths, chimes=chimes, pulse=to_samples(PULSE_SECONDS))
     pace = options.pace if options.pace is not None else (routine.pace or 1.0)
     pacing = Pacing(
         pace=pace,
@@ -124,7 +148,7 @@ def prepare(
     timeline = build(script, sounds, pacing)
     return Prepared(
         routine, pack, voice.id, rate, script, timeline, tuple(warnings), settings, cache,
-        sounds, options.chimes,
+        sounds, options.chimes, recorded,
     )
 
 

@@ -69,7 +69,9 @@ class VoicePack:
     rate: int
     volume: float
     phrases: Phrases
-    chimes: dict[str, str] = field(default_factory=dict)
+    chimes: dict[str, str] = field(default_factory=dict)  # role -> synth name or file
+    clips: dict[str, Path] = field(default_factory=dict)  # exact text -> recorded clip
+    sound_files: dict[str, Path] = field(default_factory=dict)  # chime name -> its WAV
     folder: Path | None = None
     source: str = "<pack>"
     language_where: Where | None = None
@@ -109,15 +111,14 @@ def load_pack(name: str) -> VoicePack:
             "see `coach list`)"
         )
     pack_file = folder / "pack.yaml"
-    label = str(pack_file) if folder.name != name else f"voice_packs/{name}/pack.yaml"
-    root = yamlfile.load(pack_file, label, VoicePackError)
+    root = yamlfile.load(pack_file, str(pack_file), VoicePackError)
     return read_pack(root, folder)
 
 
 def read_pack(root: Field, folder: Path) -> VoicePack:
     top = root.mapping(
         required=("pack", "language", "voice", "rate", "phrases"),
-        optional=("name", "volume", "chimes"),
+        optional=("name", "volume", "chimes", "clips"),
     )
     if top["pack"].integer(low=0, high=10**6) != FORMAT_VERSION:
         top["pack"].fail(
@@ -127,14 +128,22 @@ def read_pack(root: Field, folder: Path) -> VoicePack:
     given = top["phrases"].mapping(required=tuple(PHRASES))
     phrases = Phrases(**{k: given[k].template(PHRASES[k]) for k in PHRASES})
     chimes = {role: "bell" for role in CHIME_ROLES}
+    sound_files: dict[str, Path] = {}
     if "chimes" in top:
         for role, value in top["chimes"].mapping(optional=CHIME_ROLES).items():
             chime = value.text()
-            if chime not in SYNTH_CHIMES:
+            if chime.lower().endswith((".wav", ".flac", ".ogg")):
+                sound_files[chime] = _sound_file(value, folder)
+            elif chime not in SYNTH_CHIMES:
                 value.fail(
-                    f"{value.raw} is not a chime (expected one of: {', '.join(SYNTH_CHIMES)})"
+                    f"{value.raw} is not a chime (expected one of: {', '.join(SYNTH_CHIMES)}, "
+                    "or a .wav file in the pack's folder)"
                 )
             chimes[role] = chime
+    clips: dict[str, Path] = {}
+    if "clips" in top:
+        for key, value in top["clips"].entries():
+            clips[key.text()] = _sound_file(value, folder)
     lang = top["language"]
     language = lang.text()
     return VoicePack(
@@ -146,12 +155,31 @@ def read_pack(root: Field, folder: Path) -> VoicePack:
         volume=top["volume"].number(low=0.0, high=1.0) if "volume" in top else 1.0,
         phrases=phrases,
         chimes=chimes,
+        clips=clips,
+        sound_files=sound_files,
         folder=folder,
         source=root.src.label,
         language_where=Where(
             root.src.label, lang.node.start_mark.line + 1, lang.node.start_mark.column + 1
         ),
     )
+
+
+def _sound_file(value: Field, folder: Path) -> Path:
+    """A recording named in a pack: a path inside the pack's folder to a readable audio
+    file. Checked when the pack is read, so a bad one is reported at its line."""
+    from coach.audiofile import probe_sound
+    from coach.errors import InputError
+
+    relative = value.text()
+    path = (folder / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(folder.resolve()):
+        value.fail(f"{value.raw} leaves the pack's folder; clips and chimes live inside it")
+    try:
+        probe_sound(path)
+    except InputError as exc:
+        value.fail(f"{value.raw}: {exc.message}")
+    return path
 
 
 def primary_language(code: str) -> str:

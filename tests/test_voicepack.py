@@ -1,0 +1,244 @@
+"""Voice packs: the shipped ones load, bad ones are refused with their file and line, a
+user's recordings replace synthesized speech, and packs change how sessions sound."""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from coach.errors import UsageError, VoicePackError
+from coach.routine import load_routine
+from coach.session import Options, choose_pack, prepare
+from coach.timeline import SPEECH
+from coach.units import RATE
+from coach.voicepack import available_packs, load_pack, resolve_voice, user_pack_dir
+
+CALM = (Path(__file__).parent.parent / "voice_packs" / "calm-en" / "pack.yaml").read_text()
+
+ROUTINE = """\
+routine: 1
+title: Pack test
+language: en
+steps:
+  - title: Warm the oil
+    say: Rub your hands together to warm the oil.
+    time: 8s
+"""
+
+
+@pytest.fixture
+def user_pack():
+    """Make a pack in the user's folder (XDG_DATA_HOME, a temporary one in tests)."""
+    made = []
+
+    def make(name: str, text: str, files: dict[str, bytes] | None = None) -> Path:
+        folder = user_pack_dir() / name
+        folder.mkdir(parents=True)
+        (folder / "pack.yaml").write_text(text)
+        for rel, data in (files or {}).items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+        made.append(folder)
+        return folder
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 22050) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def tone(seconds: float, freq: float, rate: int = 22050) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return 0.5 * np.sin(2 * np.pi * freq * t) * np.minimum(1, np.minimum(t, t[::-1]) / 0.01)
+
+
+def test_the_shipped_packs_load_with_their_language_and_voice():
+    packs = available_packs()
+    assert {"calm-en", "brisk-en"} <= set(packs)
+    languages = {load_pack(name).language for name in packs}
+    assert "en" in languages and len(languages) >= 2
+    brisk, calm = load_pack("brisk-en"), load_pack("calm-en")
+    assert brisk.rate > calm.rate
+    words = sum(len(getattr(brisk.phrases, k).split()) for k in ("paused", "resumed", "finished"))
+    calm_words = sum(len(getattr(calm.phrases, k).split())
+                     for k in ("paused", "resumed", "finished"))
+    assert words < calm_words
+
+
+def test_a_user_pack_is_found_and_listed(user_pack, run_cli):
+    user_pack("mine-en", CALM.replace("name: Calm English", "name: My voice"))
+    assert load_pack("mine-en").name == "My voice"
+    code, out, _ = run_cli("list")
+    assert code == 0 and "mine-en" in out and "My voice" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "files", "expected"),
+    [
+        (("chimes:\n  step: bell\n", "chimes:\n  step: gong\n"), {},
+         'pack.yaml:20:9: chimes.step: "gong" is not a chime (expected one of: bell,'),
+        (("phrases:\n", "clips:\n  Paused.: clips/paused.wav\nphrases:\n"), {},
+         'pack.yaml:8:12: clips.Paused.: "clips/paused.wav": no such file; expected an audio'),
+        (("phrases:\n", "clips:\n  Paused.: notes.txt\nphrases:\n"), {"notes.txt": b"hello"},
+         'pack.yaml:8:12: clips.Paused.: "notes.txt": not an audio file soundfile can read'),
+        (("phrases:\n", "clips:\n  Paused.: ../calm-en/x.wav\nphrases:\n"), {},
+         'pack.yaml:8:12: clips.Paused.: "../calm-en/x.wav" leaves the pack\'s folder'),
+        (("phrases:\n", "clips:\n  Paused.: /etc/passwd\nphrases:\n"), {},
+         'pack.yaml:8:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder'),
+        (('countdown: "{seconds} seconds left."', 'countdown: "{secs} seconds left."'), {},
+         "pack.yaml:10:14: phrases.countdown: {secs} is not a placeholder here (use {seconds})"),
+        (('  halfway: "', '  halfwy: "'), {},
+         "pack.yaml:11:3: phrases.halfwy: unknown key 'halfwy'"),
+        (("rate: 150", "rate: 5000"), {},
+         "pack.yaml:5:7: rate: 5000 is out of range (expected 80 to 450)"),
+        (("pack: 1", "pack: [1"), {}, "pack.yaml:2:5: not valid YAML"),
+    ],
+)
+def test_each_bad_pack_is_refused_with_file_line_and_what_was_expected(
+        user_pack, change, files, expected):
+    old, new = change
+    assert old in CALM
+    folder = user_pack("bad-en", CALM.replace(old, new, 1), files)
+    with pytest.raises(VoicePackError) as info:
+        load_pack("bad-en")
+    message = str(info.value)
+    assert message.startswith(f"{folder}/{expected}"), message
+    assert "\n" not in message
+
+
+def test_a_pack_without_pack_yaml_is_not_a_pack(user_pack, tmp_path):
+    (user_pack_dir() / "empty-en").mkdir(parents=True)
+    try:
+        with pytest.raises(UsageError, match="no voice pack named 'empty-en'"):
+            load_pack("empty-en")
+    finally:
+        (user_pack_dir() / "empty-en").rmdir()
+
+
+def test_a_pack_of_another_language_is_refused_for_a_routine(user_pack, tmp_path):
+    user_pack("calma-es", CALM.replace("language: en", "language: es"))
+    path = tmp_path / "r.yaml"
+    path.write_text(ROUTINE)
+    with pytest.raises(VoicePackError) as info:
+        choose_pack(load_routine(str(path)), "calma-es")
+    assert str(info.value).startswith(
+        f'{user_pack_dir()}/calma-es/pack.yaml:3:11: language: "es" does not match the '
+        f'language of {path} ("en")')
+
+
+@pytest.mark.tts
+def test_a_voice_this_machine_lacks_falls_back_to_the_languages_voice(user_pack):
+    from coach.speech import list_voices
+
+    user_pack("odd-en", CALM.replace("voice: gmw/en", "voice: no-such-voice"))
+    voice, warning = resolve_voice(load_pack("odd-en"), list_voices())
+    assert any(code.startswith("en") for code in voice.languages)
+    assert warning is not None and "no voice 'no-such-voice'" in warning
+
+
+@pytest.mark.tts
+def test_a_recorded_clip_replaces_its_phrase_in_a_rendered_file(user_pack, tmp_path):
+    from coach.render import render
+
+    recording = tone(1.3, 330.0)
+    user_pack("recorded-en", CALM.replace("phrases:\n", 'clips:\n  "Warm the oil.": '
+                                          "clips/warm.wav\nphrases:\n"),
+              {"clips/warm.wav": wav_bytes(recording)})
+    path = tmp_path / "r.yaml"
+    path.write_text(ROUTINE)
+    prepared = prepare(str(path), Options(voice="recorded-en"))
+    cue = next(e for e in prepared.timeline.events if e.text == "Warm the oil.")
+    # The timeline uses the recording's real length (resampled to RATE)...
+    assert abs((cue.end - cue.start) - 1.3 * RATE) <= 2
+    out = tmp_path / "s.wav"
+    render(prepared, out)
+    audio, _ = sf.read(str(out), dtype="float32")
+    heard = audio[cue.start: cue.end, 0]
+    # ... and the file holds the recording there: the same waveform.
+    clip = prepared.clips().load(cue.text)
+    similarity = float(np.dot(heard, clip) / (np.linalg.norm(heard) * np.linalg.norm(clip)))
+    assert similarity > 0.99  # the step chime still rings under its start
+    # And that is the 330 Hz tone of the recording, not a voice.
+    spectrum = np.abs(np.fft.rfft(heard[RATE // 10: -RATE // 10]))
+    assert abs(np.argmax(spectrum) * RATE / (len(heard) - RATE // 5) - 330) < 3
+
+
+@pytest.mark.tts
+def test_a_pack_may_bring_its_own_chime_as_a_wav_file(user_pack, tmp_path):
+    from coach.render import render
+
+    user_pack("gong-en", CALM.replace("  step: bell\n", "  step: sounds/gong.wav\n"),
+              {"sounds/gong.wav": wav_bytes(tone(0.9, 220.0, 44100), 44100)})
+    path = tmp_path / "r.yaml"
+    path.write_text(ROUTINE)
+    prepared = prepare(str(path), Options(voice="gong-en"))
+    chime = next(e for e in prepared.timeline.events if e.kind == "chime")
+    assert chime.text == "sounds/gong.wav" and chime.end - chime.start == round(0.9 * RATE)
+    render(prepared, tmp_path / "s.wav")
+    audio, _ = sf.read(str(tmp_path / "s.wav"), dtype="float32")
+    head = audio[: RATE // 2, 0]
+    spectrum = np.abs(np.fft.rfft(head))
+    assert abs(np.argmax(spectrum) * RATE / len(head) - 220) < 5
+
+
+@pytest.mark.tts
+def test_two_packs_give_cue_lengths_as_their_rates_say(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(ROUTINE.replace("time: 8s", "time: 20s"))
+    calm = prepare(str(path), Options(voice="calm-en")).timeline
+    brisk = prepare(str(path), Options(voice="brisk-en")).timeline
+    text = "Rub your hands together to warm the oil."
+
+    def length(tl):
+        return next(e.end - e.start for e in tl.events if e.text == text)
+
+    ratio = length(brisk) / length(calm)
+    expected = load_pack("calm-en").rate / load_pack("brisk-en").rate
+    assert abs(ratio - expected) < 0.12, (ratio, expected)
+
+
+def test_record_list_names_every_phrase_and_what_is_recorded(user_pack, run_cli, tmp_path):
+    user_pack("rec-en", CALM.replace("phrases:\n", 'clips:\n  "Warm the oil.": c/w.wav\n'
+                                     "phrases:\n"), {"c/w.wav": wav_bytes(tone(0.5, 300))})
+    path = tmp_path / "r.yaml"
+    path.write_text(ROUTINE)
+    code, out, err = run_cli("record-list", str(path), "--voice", "rec-en")
+    assert code == 0, err
+    assert '  recorded   "Warm the oil.": c/w.wav' in out
+    assert '  to record  "Rub your hands together to warm the oil.": clips/' in out
+    assert '  to record  "Paused. Take your time."' in out  # live sessions say it too
+    total = out.count("  to record  ") + out.count("  recorded   ")
+    assert f"{total} phrases, 1 recorded, {total - 1} to record" in out
+
+
+@pytest.mark.tts
+def test_the_spanish_routines_speak_with_a_spanish_voice(tmp_path):
+    spanish = [n for n in available_packs() if load_pack(n).language == "es"]
+    assert spanish
+    prepared = prepare("upper-back-basics-es")
+    assert prepared.pack.language == "es"
+    assert prepared.voice_id.startswith("roa/es")
+    cue = next(e for e in prepared.timeline.events if e.kind == SPEECH and e.role == "say")
+    from coach.render import render
+
+    render(prepared, tmp_path / "es.wav")
+    audio, _ = sf.read(str(tmp_path / "es.wav"), dtype="float32")
+    clip = prepared.cache.load(cue.text, prepared.settings)
+    heard = audio[cue.start: cue.end, 0]
+    assert float(np.dot(heard, clip) / (np.linalg.norm(heard) * np.linalg.norm(clip))) > 0.99
