@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +104,11 @@ def render(
         return _render(tl, mixer, out, ext, options, progress)
 
 
-def _render(tl, mixer, out, ext, options, progress) -> RenderResult:  # type: ignore[no-untyped-def]
+Progress = Callable[[Samples, Samples], None] | None
+
+
+def _render(tl: Timeline, mixer: Mixer, out: Path, ext: str, options: RenderOptions,
+            progress: Progress) -> RenderResult:
     result = RenderResult()
     parts = step_parts(tl)
     if options.split:
@@ -134,7 +138,8 @@ def _render(tl, mixer, out, ext, options, progress) -> RenderResult:  # type: ig
     return result
 
 
-def _pump(mixer: Mixer, writer, end: Samples, progress, total: Samples) -> None:  # type: ignore[no-untyped-def]
+def _pump(mixer: Mixer, writer: audiofile.AudioWriter, end: Samples, progress: Progress,
+          total: Samples) -> None:
     while mixer.position < end:
         writer.write(mixer.read(min(BLOCK, end - mixer.position)))
         if progress is not None:
@@ -142,7 +147,7 @@ def _pump(mixer: Mixer, writer, end: Samples, progress, total: Samples) -> None:
 
 
 @contextlib.contextmanager
-def _pending_text(final: Path | None):  # type: ignore[no-untyped-def]
+def _pending_text(final: Path | None) -> Iterator[Path | None]:
     """A temporary path beside `final` that is removed unless it was moved into place."""
     if final is None:
         yield None
@@ -172,7 +177,8 @@ def _slug(title: str) -> str:
     return re.sub(r"[^\w\- ]+", "", title).strip()[:60] or "step"
 
 
-def _render_split(mixer, out, ext, parts, options, result, progress) -> None:  # type: ignore[no-untyped-def]
+def _render_split(mixer: Mixer, out: Path, ext: str, parts: list[Part],
+                  options: RenderOptions, result: RenderResult, progress: Progress) -> None:
     """One file a step in a folder named after OUT, with an .m3u playlist; the folder is
     made under a temporary name and moved into place whole."""
     folder = split_folder(out)

@@ -8,6 +8,7 @@ path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def _read_step(field: Field) -> Step:
     )
 
 
-def _read_tip(field: Field, step_time: Seconds, spoken) -> Tip:  # type: ignore[no-untyped-def]
+def _read_tip(field: Field, step_time: Seconds, spoken: Callable[[Field], str]) -> Tip:
     keys = field.mapping(required=("say",), optional=("after", "every"))
     if ("after" in keys) == ("every" in keys):
         field.fail("a tip needs exactly one of `after: TIME` or `every: TIME`")

@@ -385,8 +385,8 @@ def fit_factor(script: Script, sounds: Sounds, length: Samples, chimes: bool) ->
     floor = _total(script, sounds, 0.0, chimes)
     if length < floor:
         raise UsageError(
-            f"--length {_clock(length)} is shorter than the speech alone "
-            f"({_clock(floor)}); ask for at least {math.ceil(to_seconds(floor))}s"
+            f"--length {clock(length)} is shorter than the speech alone "
+            f"({clock(floor)}); ask for at least {math.ceil(to_seconds(floor))}s"
         )
     lo, hi = 0.0, 1.0
     while _total(script, sounds, hi, chimes) <= length:
@@ -517,16 +517,7 @@ def _place_halfway(
     return None
 
 
-def _clock(samples: Samples) -> str:
-    seconds = to_seconds(samples)
-    m, s = divmod(seconds, 60)
-    return f"{int(m)}:{s:04.1f}"
-
-
 def clock(samples: Samples) -> str:
     """m:ss.s, for tables and messages."""
-    return _clock(samples)
-
-
-def speech_only(events: Iterable[Event]) -> list[Event]:
-    return [e for e in events if e.kind == SPEECH]
+    m, s = divmod(to_seconds(samples), 60)
+    return f"{int(m)}:{s:04.1f}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -278,7 +278,7 @@ class Field:
         return value
 
 
-def check_placeholders(value: str, allowed: Iterable[str], fail) -> None:  # type: ignore[no-untyped-def]
+def check_placeholders(value: str, allowed: Iterable[str], fail: Callable[[str], NoReturn]) -> None:
     """Reject malformed braces and unknown {names}; `fail(message)` raises."""
     allowed = list(allowed)
     hint = (
