@@ -451,8 +451,9 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
 
     dev = speakers.find_device(device)
     channels = 2 if dev.channels >= 2 else 1
-    bank = SoundBank(prepared.clips(), channels=channels)
-    gain = session_gain(prepared.timeline, SoundBank(prepared.clips(), channels=2))
+    volume = prepared.pack.volume
+    bank = SoundBank(prepared.clips(), channels=channels, volume=volume)
+    gain = session_gain(prepared.timeline, SoundBank(prepared.clips(), volume=volume))
     plan = LivePlan(prepared.script, prepared.sounds, prepared.timeline,
                     chimes=prepared.chimes)
     out = speakers.BlockQueue(channels)

@@ -7,8 +7,9 @@ is; the under bus (rhythm pulses and an ambient track) is lowered smoothly aroun
 spoken cue so the voice always stands out.
 
 Levels: speech clips are stored at SPEECH_LUFS (mono); in stereo they are centred with a
-gain that makes a session's speech measure TARGET_LUFS; the voice pack's volume is a
-listening level for live sessions and does not change a render's loudness.
+gain that makes a session's speech measure TARGET_LUFS. A voice pack's volume sets the
+voice against the chimes and pulses; `session_gain` then brings the whole session to
+TARGET_LUFS, so a render's loudness does not change with it.
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ class SoundBank:
     """Samples and gains for every kind of event. Speech is loaded when first needed and
     only a few clips are kept; chimes and the pulse are made once."""
 
-    def __init__(self, clips: Clips, *, channels: int = 2) -> None:
+    def __init__(self, clips: Clips, *, channels: int = 2, volume: float = 1.0) -> None:
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, not {channels}")
         self.clips = clips
         self.channels = channels
         self._speech: OrderedDict[str, np.ndarray] = OrderedDict()
-        gain = 10 ** ((TARGET_LUFS - SPEECH_LUFS) / 20)
+        gain = volume * 10 ** ((TARGET_LUFS - SPEECH_LUFS) / 20)
         # Two equal channels measure 3 dB louder than one: the centre pan takes that off.
-        self.speech_gain = gain / math.sqrt(2) if channels == 2 else 1.0
+        self.speech_gain = gain / math.sqrt(2) if channels == 2 else volume
 
     def samples(self, event: Event) -> np.ndarray:
         if event.kind == SPEECH:
@@ -81,7 +82,7 @@ class SoundBank:
     def gains(self, event: Event) -> tuple[float, ...]:
         """Per-channel gain of an event."""
         if self.channels == 1:
-            return (1.0,)
+            return (self.speech_gain,) if event.kind == SPEECH else (1.0,)
         if event.kind == SPEECH:
             return (self.speech_gain, self.speech_gain)
         pan = 0.0

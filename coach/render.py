@@ -95,7 +95,7 @@ def render(
     nothing new is left at `out` (or its split folder, captions)."""
     ext = check_request(out, options)
     tl = prepared.timeline
-    bank = SoundBank(prepared.clips(), channels=2)
+    bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
     ambient = None
     if options.ambient is not None:
         ambient = audiofile.AmbientTrack(options.ambient, tl.total, FADE_IN, FADE_OUT)

@@ -266,3 +266,12 @@ def test_a_change_of_pace_or_time_keeps_every_cue_not_yet_said(session, control)
            and e.role not in ("halfway", "countdown")]
     assert new == to_come
     assert not set(new) & {t for t in said_before if said_before.count(t) == 1} - set(to_come)
+
+
+def test_a_packs_volume_sets_the_voice_against_the_chimes(session):
+    _, _, bank, timeline = session
+    quiet = SoundBank(bank.clips, channels=2, volume=0.5)
+    spoken = next(e for e in timeline.events if e.kind == SPEECH)
+    chime = next(e for e in timeline.events if e.kind == "chime")
+    assert quiet.gains(spoken) == pytest.approx(tuple(g * 0.5 for g in bank.gains(spoken)))
+    assert quiet.gains(chime) == bank.gains(chime)

@@ -93,7 +93,7 @@ def test_compressed_files_have_the_previewed_length_within_a_block(prepared, ren
 
 def test_the_file_is_the_mixers_output_to_the_sample(prepared, rendered):
     """Live playback pulls blocks from the same mixer, so this is what it plays."""
-    bank = SoundBank(prepared.clips(), channels=2)
+    bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
     mixer = Mixer(prepared.timeline, bank, gain=session_gain(prepared.timeline, bank))
     expected = np.empty((prepared.timeline.total, 2), dtype=np.float32)
     pos = 0
