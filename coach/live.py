@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from coach.mixer import Mixer, SoundBank
-from coach.routine import PACE_RANGE
+from coach.routine import PACE_RANGE, Routine
 from coach.timeline import SPEECH, Event, Script, Segment, Sounds, Timeline, build_rest
 from coach.units import RATE, Samples, to_samples
+from coach.voicepack import VoicePack
 
 if TYPE_CHECKING:
     import numpy as np
@@ -175,8 +176,10 @@ class Player:
         self.finished = False  # everything, tail included, is queued
         self.quit = False
         self.message = ""
-        self.made: Samples = 0  # session position of the next block to make
+        self.made: Samples = 0  # session position of the next block to make (the mixer
+        # is moved there when it is not: controls only set this)
         self.origin: Samples = 0  # where the session starts
+        self._fade_in = False  # the next session block starts from silence
 
     # -- where we are --------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class Player:
         if self.finished and name != "quit":
             return
         if name == "quit":
-            self._cut_to(None)
+            self._cut_to(self._now())
             self.quit = True
             self.message = "stopping"
             return
@@ -264,19 +267,17 @@ class Player:
         self._cut_to(now, fade_from=old)
         self._tap()
 
-    def _cut_to(self, now: Samples | None, fade_from: Mixer | None = None) -> None:
-        """Drop what is queued after the block playing; fade out what was sounding."""
+    def _cut_to(self, now: Samples, fade_from: Mixer | None = None) -> None:
+        """Drop what is queued after the block playing, fade out what was sounding at
+        `now` (in `fade_from`'s schedule, by default the current one), go on from `now`."""
         import numpy as np
 
         self.out.clear()
-        at = self._now() if now is None else now
-        if fade_from is None:
-            fade_from = Mixer(self.plan.timeline, self.bank, gain=self.gain, start=at)
-        else:
-            fade_from.seek(at)
-        tail = fade_from.read(FADE) * np.linspace(1, 0, FADE, dtype=np.float32)[:, None]
+        mixer = fade_from or self.mixer
+        mixer.seek(now)
+        tail = mixer.read(FADE) * np.linspace(1, 0, FADE, dtype=np.float32)[:, None]
         self.overlays.insert(0, Hold(tail))
-        self.made = at
+        self.made = now
 
     def _toggle_pause(self) -> None:
         if not self.paused:
@@ -292,7 +293,6 @@ class Player:
             self.paused = False
             said = self.phrases("resumed")
             self.hold = Hold(self._speech(said)) if said else None
-            self.mixer.seek(self.resume_at)
             self.made = self.resume_at
             self._fade_in = True
             self.message = "resumed"
@@ -301,7 +301,6 @@ class Player:
         cue = self.plan.cue_at(now)
         if cue is not None:  # a cue is under way: start it again
             self._cut_to(now)
-            self.mixer.seek(cue.start)
             self.made = cue.start
             self._fade_in = True
         else:
@@ -309,7 +308,6 @@ class Player:
             if last is None:
                 return
             self._cut_to(now)
-            self.mixer.seek(now)
             self.hold = Hold(self._speech(last.text))
         self.message = "repeat"
 
@@ -322,13 +320,10 @@ class Player:
         if not hint:
             return
         self._cut_to(now)
-        self.mixer.seek(now)
         self.hold = Hold(self._speech(hint))
         self.message = "more pressure" if which == "more_pressure" else "lighter"
 
     # -- making blocks -------------------------------------------------------------
-
-    _fade_in = False
 
     def pump(self) -> bool:
         """One round: apply waiting controls, then queue blocks up to AHEAD. Returns
@@ -348,10 +343,7 @@ class Player:
         import numpy as np
 
         if self.quit:
-            block = self._mix_overlays(np.zeros((TAIL, self.channels), dtype=np.float32))
-            self.out.put(block, (None, len(block), self.made))
-            self.out.finish()
-            self.finished = True
+            self._end()
             return
         if self.hold is not None or self.paused:
             block = np.zeros((BLOCK, self.channels), dtype=np.float32)
@@ -364,14 +356,10 @@ class Player:
             after = self.resume_at if self.paused else self.made
             self.out.put(self._mix_overlays(block), (None, BLOCK, after))
             return
-        total = self.mixer.total
-        if self.made >= total:
-            block = self._mix_overlays(np.zeros((TAIL, self.channels), dtype=np.float32))
-            self.out.put(block, (None, len(block), self.made))
-            self.out.finish()
-            self.finished = True
+        if self.made >= self.mixer.total:
+            self._end()
             return
-        n = min(BLOCK, total - self.made)
+        n = min(BLOCK, self.mixer.total - self.made)
         if self.mixer.position != self.made:
             self.mixer.seek(self.made)
         block = self.mixer.read(n)
@@ -382,6 +370,16 @@ class Player:
         block = self._mix_overlays(block)
         self.out.put(block, (self.made, n, self.made + n))
         self.made += n
+
+    def _end(self) -> None:
+        """A last silent stretch, which carries the fades out and lets the device play
+        out what it holds; then no more blocks."""
+        import numpy as np
+
+        block = self._mix_overlays(np.zeros((TAIL, self.channels), dtype=np.float32))
+        self.out.put(block, (None, len(block), self.made))
+        self.out.finish()
+        self.finished = True
 
     def _mix_overlays(self, block: np.ndarray) -> np.ndarray:
         if not self.overlays:
@@ -493,36 +491,29 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
     return LiveResult(player.position(), stream.underruns, player.quit)
 
 
-def phrase_lookup(prepared: Any) -> Callable[[str], str | None]:
-    """The texts the player speaks for its controls, by name (all synthesized ahead)."""
-    phrases = prepared.pack.phrases
-    fixed = {
-        "paused": phrases.paused,
-        "resumed": phrases.resumed,
-        "more_pressure": phrases.more_pressure,
-        "less_pressure": phrases.less_pressure,
-    }
-    for i, run in enumerate(prepared.script.runs):
-        step = prepared.routine.steps[run.step]
-        if step.pressure.more:
-            fixed[f"more_pressure:{i}"] = _with_side(step.pressure.more, run, prepared)
-        if step.pressure.less:
-            fixed[f"less_pressure:{i}"] = _with_side(step.pressure.less, run, prepared)
-    return fixed.get
-
-
-def _with_side(text: str, run: Any, prepared: Any) -> str:
-    return text.format(side=prepared.pack.phrases.side(run.side)) if run.side else text
-
-
-def live_texts(prepared_routine: Any, pack: Any, script: Script) -> set[str]:
-    """Texts a live session may speak besides the timeline's."""
+def control_phrases(routine: Routine, pack: VoicePack, script: Script) -> dict[str, str]:
+    """What the coach says about controls, by name: paused, resumed, the general pressure
+    hints, and each run's own ("more_pressure:3"), its {side} filled in."""
     p = pack.phrases
-    out = {p.paused, p.resumed, p.more_pressure, p.less_pressure}
-    for run in script.runs:
-        step = prepared_routine.steps[run.step]
-        for hint in (step.pressure.more, step.pressure.less):
+    said = {
+        "paused": p.paused,
+        "resumed": p.resumed,
+        "more_pressure": p.more_pressure,
+        "less_pressure": p.less_pressure,
+    }
+    for i, run in enumerate(script.runs):
+        pressure = routine.steps[run.step].pressure
+        for name, hint in (("more_pressure", pressure.more), ("less_pressure", pressure.less)):
             if hint:
-                out.add(hint.format(side=p.side(run.side)) if run.side else hint)
-    return out
+                said[f"{name}:{i}"] = hint.format(side=p.side(run.side)) if run.side else hint
+    return said
 
+
+def phrase_lookup(prepared: Any) -> Callable[[str], str | None]:
+    """The texts the player speaks for its controls (all synthesized ahead), by name."""
+    return control_phrases(prepared.routine, prepared.pack, prepared.script).get
+
+
+def live_texts(routine: Routine, pack: VoicePack, script: Script) -> set[str]:
+    """Texts a live session may speak besides the timeline's."""
+    return set(control_phrases(routine, pack, script).values())
