@@ -117,12 +117,13 @@ def session_gain(timeline: Timeline, bank: SoundBank) -> float:
     for events in placed.values():  # one sound at a time: memory stays that of one clip
         x = bank.samples(events[0])
         curve = loudness.energy_curve(x)
+        loudest = float(np.max(np.abs(x)))
         for e in events:
             gains = bank.gains(e)
             first, last = e.start // hop, (e.end - 1) // hop
             edges = np.clip((np.arange(first, last + 2) * hop - e.start) // step, 0, len(curve) - 1)
             energy[first : last + 1] += np.diff(curve[edges]) * sum(g * g for g in gains)
-            peak = max(peak, float(np.max(np.abs(x))) * max(gains))
+            peak = max(peak, loudest * max(gains))
     measured = loudness.gated_loudness(loudness.block_powers(energy))
     if not math.isfinite(measured):
         return 1.0

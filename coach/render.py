@@ -31,6 +31,10 @@ FADE_IN: Samples = to_samples(3.0)
 FADE_OUT: Samples = to_samples(5.0)
 
 
+#: Told (frames done, frames in all) as a render goes.
+Progress = Callable[[Samples, Samples], None] | None
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     captions: bool = False
@@ -89,7 +93,7 @@ def render(
     out: Path,
     options: RenderOptions = RenderOptions(),
     *,
-    progress: Callable[[Samples, Samples], None] | None = None,
+    progress: Progress = None,
 ) -> RenderResult:
     """Write the session. Raises CoachError subclasses; on any error or interruption
     nothing new is left at `out` (or its split folder, captions)."""
@@ -101,14 +105,12 @@ def render(
         ambient = audiofile.AmbientTrack(options.ambient, tl.total, FADE_IN, FADE_OUT)
     with contextlib.closing(ambient) if ambient is not None else contextlib.nullcontext():
         mixer = Mixer(tl, bank, under=ambient, gain=session_gain(tl, bank))
-        return _render(tl, mixer, out, ext, options, progress)
+        return _render(mixer, out, ext, options, progress)
 
 
-Progress = Callable[[Samples, Samples], None] | None
-
-
-def _render(tl: Timeline, mixer: Mixer, out: Path, ext: str, options: RenderOptions,
+def _render(mixer: Mixer, out: Path, ext: str, options: RenderOptions,
             progress: Progress) -> RenderResult:
+    tl = mixer.timeline
     result = RenderResult()
     parts = step_parts(tl)
     if options.split:
@@ -116,7 +118,7 @@ def _render(tl: Timeline, mixer: Mixer, out: Path, ext: str, options: RenderOpti
     else:
         vtt = out.with_suffix(".vtt") if options.captions else None
         with audiofile.AudioWriter(out, channels=2) as writer, _pending_text(vtt) as pending:
-            _pump(mixer, writer, tl.total, progress, tl.total)
+            _pump(mixer, writer, tl.total, progress)
             if options.chapters:
                 if audiofile.chapter_support(ext):
                     writer.add_chapters(
@@ -138,12 +140,13 @@ def _render(tl: Timeline, mixer: Mixer, out: Path, ext: str, options: RenderOpti
     return result
 
 
-def _pump(mixer: Mixer, writer: audiofile.AudioWriter, end: Samples, progress: Progress,
-          total: Samples) -> None:
+def _pump(mixer: Mixer, writer: audiofile.AudioWriter, end: Samples,
+          progress: Progress) -> None:
+    """Mix up to `end` into the writer, reporting progress through the whole session."""
     while mixer.position < end:
         writer.write(mixer.read(min(BLOCK, end - mixer.position)))
         if progress is not None:
-            progress(mixer.position, total)
+            progress(mixer.position, mixer.total)
 
 
 @contextlib.contextmanager
@@ -189,7 +192,7 @@ def _render_split(mixer: Mixer, out: Path, ext: str, parts: list[Part],
         for i, part in enumerate(parts):
             name = f"{i + 1:02d} {_slug(part.title)}{ext}"
             with audiofile.AudioWriter(staging / name, channels=2) as writer:
-                _pump(mixer, writer, part.end, progress, mixer.total)
+                _pump(mixer, writer, part.end, progress)
                 writer.commit()
             if options.captions:
                 text = webvtt(mixer.timeline.events, part.start, part.end)
