@@ -75,6 +75,12 @@ class Routine:
     language_where: Where | None = None
 
 
+def pace_name(factor: float, places: int = 6) -> str | None:
+    """slow, normal or brisk when the factor is one of theirs (to `places` decimals)."""
+    return next((name for name, value in PACES.items()
+                 if round(value, places) == round(factor, places)), None)
+
+
 def parse_pace(text: str) -> float | None:
     """slow | normal | brisk | a factor like 1.2 -> the factor; None if it is none of those."""
     text = text.strip().lower()

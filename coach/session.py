@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from coach.chimes import PULSE_SECONDS, SYNTH_CHIMES
 from coach.errors import UsageError, VoicePackError
-from coach.routine import Routine, load_routine
+from coach.routine import Routine, load_routine, pace_name
 from coach.timeline import Pacing, Script, Sounds, Timeline, build, write_script
 from coach.units import Seconds, to_samples
 from coach.voicepack import DEFAULT_PACK, VoicePack, check_language, load_pack, resolve_voice
@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from coach.speech import SpeechCache, SpeechSettings
-
-PACE_NAMES = {1.25: "slow", 1.0: "normal", 0.8: "brisk"}
-
 
 @dataclass(frozen=True)
 class Options:
@@ -42,8 +39,6 @@ class Options:
 class Prepared:
     routine: Routine
     pack: VoicePack
-    voice_id: str
-    rate: int
     script: Script
     timeline: Timeline
     warnings: tuple[str, ...]  # about the machine (voice fallback), not the timeline
@@ -52,6 +47,15 @@ class Prepared:
     sounds: Sounds
     chimes: bool
     recorded: Mapping[str, np.ndarray]  # the pack's recorded clips and chime files
+
+    @property
+    def voice_id(self) -> str:
+        """The machine's TTS voice that speaks the session."""
+        return self.settings.voice
+
+    @property
+    def rate(self) -> int:
+        return self.settings.rate
 
     def clips(self) -> CachedClips:
         """Where the mixer finds this session's speech samples (and pack chimes)."""
@@ -123,8 +127,7 @@ def prepare(
     voice, warning = resolve_voice(pack, speech.list_voices())
     if warning:
         warnings.append(warning)
-    rate = options.rate or pack.rate
-    settings = speech.SpeechSettings(voice=voice.id, rate=rate)
+    settings = speech.SpeechSettings(voice=voice.id, rate=options.rate or pack.rate)
     script = write_script(routine, pack, countdown=options.countdown)
     cache = speech.SpeechCache()
     synth = speech.Synthesizer(cache)
@@ -147,11 +150,11 @@ def prepare(
     )
     timeline = build(script, sounds, pacing)
     return Prepared(
-        routine, pack, voice.id, rate, script, timeline, tuple(warnings), settings, cache,
-        sounds, options.chimes, recorded,
+        routine, pack, script, timeline, tuple(warnings), settings, cache, sounds,
+        options.chimes, recorded,
     )
 
 
 def pace_label(factor: float) -> str:
-    name = PACE_NAMES.get(round(factor, 6))
+    name = pace_name(factor)
     return f"{name} ({factor:.2f}x)" if name else f"{factor:.2f}x"

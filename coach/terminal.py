@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, TextIO
 
+from coach.routine import pace_name
+
 # -- Keys ---------------------------------------------------------------------------
 
 PAUSE, NEXT, BACK, REPEAT = "pause", "next", "back", "repeat"
@@ -253,7 +255,6 @@ class Status:
     message: str = ""  # e.g. "slower: pace 1.10x", "listening", "underruns: 2"
 
 
-_PACE_LABELS = {"1.25": "slow", "1.00": "normal", "0.80": "brisk"}
 #: The longest the progress bar gets, brackets and percentage included.
 BAR_WIDTH = 60
 ELLIPSIS = "…"
@@ -270,7 +271,7 @@ def format_clock(seconds: float) -> str:
 def pace_text(pace: float) -> str:
     """'pace 1.00x (normal)'; only slow, normal and brisk have a name."""
     shown = f"{pace:.2f}"
-    label = _PACE_LABELS.get(shown)
+    label = pace_name(pace, 2)
     return f"pace {shown}x ({label})" if label else f"pace {shown}x"
 
 
