@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("--device", metavar="NAME|INDEX",
                    help="the output device (default: the system's); a wrong one lists them")
+    p.add_argument("--listen", action="store_true",
+                   help="obey spoken commands (pause, resume, next, back, repeat, faster, "
+                        "slower, more time, more pressure, lighter), offline")
+    p.add_argument("--mic", metavar="NAME|INDEX",
+                   help="the microphone for --listen (default: the system's); implies --listen")
+    p.add_argument("--wake", action="store_true",
+                   help='only obey commands said after "coach" ("coach next"); implies --listen')
     p = sub.add_parser("render", parents=[common], help="write the session to an audio file")
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
@@ -237,18 +244,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(player) -> None:  # type: ignore[no-untyped-def]
         screen.draw(render_status(Status(title=title, **player.status()), screen.width))
 
+    listen = args.listen or args.mic is not None or args.wake
     if not screen.interactive:
         print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}",
               flush=True)
+    said_voice = [""]
+
+    def tick(player) -> None:  # type: ignore[no-untyped-def]
+        # Without a screen, say what becomes of voice commands (and of the microphone).
+        if player.voice != said_voice[0]:
+            said_voice[0] = player.voice
+            if not screen.interactive:
+                print(f"voice commands: {player.voice}", flush=True)
+
     with Keys() as keys:
         try:
             result = run_live(prepared, device=str(device.index), keys=keys,
-                              screen=show if screen.interactive else None)
+                              screen=show if screen.interactive else None,
+                              on_tick=tick if listen else None,
+                              listen=listen, mic=args.mic, wake=args.wake)
         finally:
             screen.close()
     ending = "stopped" if result.quit else "finished"
     underruns = f", {result.underruns} underruns" if result.underruns else ""
     print(f"session {ending} at {clock(result.played)}{underruns}")
+    if listen:
+        heard = ", ".join(h.phrase for h in result.heard) or "none"
+        notes = [f"{result.ignored} sounds ignored while the coach spoke"]
+        if not result.voice.startswith("listening"):
+            notes.append(f"voice commands {result.voice}")
+        print(f"voice commands heard: {heard} ({'; '.join(notes)})")
     return 0
 
 

@@ -19,6 +19,7 @@ a pause of any length changes nothing that comes after it.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -54,8 +55,41 @@ LATENCY = 0.03
 #: Silence after the end, so the device plays out what it holds (AUDIO-NOTES).
 TAIL: Samples = to_samples(0.4)
 
-COMMANDS = ("pause", "next", "back", "repeat", "faster", "slower", "more", "quit",
-            "more_pressure", "less_pressure")
+#: Every control a Player takes. "pause" toggles (a key); "hold" only pauses and
+#: "resume" only resumes (spoken words, which must not undo each other when heard twice).
+COMMANDS = ("pause", "hold", "resume", "next", "back", "repeat", "faster", "slower", "more",
+            "quit", "more_pressure", "less_pressure")
+#: How long after the coach last made a sound (speech or a chime, heard in the room)
+#: the microphone is still taken to hear it: the room's echo, the sound server's buffers
+#: and the microphone's own latency.
+ECHO_TAIL = 0.45
+
+
+class Audible:
+    """When the coach is heard in the room: intervals of time.monotonic(), written by
+    the thread that queues blocks and read by the one that listens. A listener ignores
+    what it heard while the coach was sounding, so that the coach never obeys itself."""
+
+    def __init__(self, tail: float = ECHO_TAIL, keep: float = 30.0) -> None:
+        self.tail = tail
+        self.keep = keep
+        self._spans: collections.deque[list[float]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def add(self, start: float, end: float) -> None:
+        with self._lock:
+            spans = self._spans
+            if spans and start <= spans[-1][1] + 0.05:
+                spans[-1][1] = max(spans[-1][1], end)
+            else:
+                spans.append([start, end])
+            while spans and spans[0][1] < end - self.keep:
+                spans.popleft()
+
+    def during(self, start: float, end: float) -> bool:
+        """Whether the coach could be heard at any moment from `start` to `end`."""
+        with self._lock:
+            return any(a <= end and start <= b + self.tail for a, b in self._spans)
 
 
 @dataclass
@@ -160,14 +194,15 @@ class Player:
     """
 
     def __init__(self, plan: LivePlan, bank: SoundBank, out: Any, *, gain: float,
-                 phrases: Callable[[str], str | None] | None = None) -> None:
+                 phrases: Callable[[str], str | None] | None = None,
+                 latency: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.plan = plan
         self.bank = bank
         self.out = out  # a speakers.BlockQueue
         self.gain = gain
         self.channels = bank.channels
         self.mixer = Mixer(plan.timeline, bank, gain=gain)
-        self.commands: queue.Queue[str] = queue.Queue()
+        self.commands: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self.phrases = phrases or (lambda name: None)
         self.paused = False
         self.resume_at: Samples = 0  # where a pause will resume
@@ -180,6 +215,13 @@ class Player:
         # is moved there when it is not: controls only set this)
         self.origin: Samples = 0  # where the session starts
         self._fade_in = False  # the next session block starts from silence
+        #: When the coach is heard (blocks holding speech or chimes, taps, what it says
+        #: about a control), by `clock`, reckoned from the queue and the output latency.
+        self.audible = Audible()
+        self.latency = latency
+        self.clock = clock
+        self.voice = ""  # what the screen says about voice commands
+        self._tapped = False
 
     # -- where we are --------------------------------------------------------------
 
@@ -204,21 +246,37 @@ class Player:
 
     # -- controls ------------------------------------------------------------------
 
-    def control(self, name: str) -> None:
+    def control(self, name: str, heard: str | None = None) -> None:
+        """Queue a control for the next round. `heard` is the spoken phrase when it came
+        by voice: it is then always acknowledged with a tap and shown."""
         if name not in COMMANDS:
             raise ValueError(f"unknown control {name!r}")
-        self.commands.put(name)
+        self.commands.put((name, heard))
 
-    def _apply(self, name: str) -> None:
+    def _apply(self, name: str, heard: str | None = None) -> None:
         if self.finished and name != "quit":
             return
+        self._tapped = False
+        before, self.message = self.message, ""
+        self._run(name)
+        if heard is not None and not self.finished:
+            if not self._tapped:
+                self._tap()
+            self.message = f'heard "{heard}"' + (f": {self.message}" if self.message else "")
+        elif not self.message:
+            self.message = before
+
+    def _run(self, name: str) -> None:
         if name == "quit":
             self._cut_to(self._now())
             self.quit = True
             self.message = "stopping"
             return
-        if name == "pause":
+        if name == "pause" or (name == "hold" and not self.paused) or (
+                name == "resume" and self.paused):
             self._toggle_pause()
+            return
+        if name in ("hold", "resume"):  # already so
             return
         if self.paused:
             self._toggle_pause()  # any other control resumes first
@@ -245,6 +303,7 @@ class Player:
     def _tap(self) -> None:
         tap = self._sound(Event(0, 0, 0, 0, "chime", "wood", None, None, "ack"))
         self.overlays.append(Hold(tap))
+        self._tapped = True
 
     def _sound(self, event: Event) -> np.ndarray:
         """An event's samples in the output's channels, at the session's level."""
@@ -330,7 +389,7 @@ class Player:
         False once the session is over and everything has been queued."""
         while True:
             try:
-                self._apply(self.commands.get_nowait())
+                self._apply(*self.commands.get_nowait())
             except queue.Empty:
                 break
         if self.finished:
@@ -354,7 +413,8 @@ class Player:
                 if self.hold.offset >= len(self.hold.samples):
                     self.hold = None
             after = self.resume_at if self.paused else self.made
-            self.out.put(self._mix_overlays(block), (None, BLOCK, after))
+            sounding = self.hold is not None or bool(self.overlays)
+            self._put(self._mix_overlays(block), (None, BLOCK, after), sounding)
             return
         if self.made >= self.mixer.total:
             self._end()
@@ -367,8 +427,9 @@ class Player:
             k = min(FADE, n)
             block[:k] *= np.linspace(0, 1, k, dtype=np.float32)[:, None]
             self._fade_in = False
+        sounding = self.mixer.foreground or bool(self.overlays)
         block = self._mix_overlays(block)
-        self.out.put(block, (self.made, n, self.made + n))
+        self._put(block, (self.made, n, self.made + n), sounding)
         self.made += n
 
     def _end(self) -> None:
@@ -376,10 +437,19 @@ class Player:
         out what it holds; then no more blocks."""
         import numpy as np
 
+        sounding = bool(self.overlays)
         block = self._mix_overlays(np.zeros((TAIL, self.channels), dtype=np.float32))
-        self.out.put(block, (None, len(block), self.made))
+        self._put(block, (None, len(block), self.made), sounding)
         self.out.finish()
         self.finished = True
+
+    def _put(self, block: np.ndarray, tag: tuple[Samples | None, int, Samples],
+             sounding: bool) -> None:
+        """Queue a block; if the coach sounds in it, note when the room will hear it."""
+        if sounding:
+            start = self.clock() + self.out.queued_frames() / RATE + self.latency
+            self.audible.add(start, start + len(block) / RATE)
+        self.out.put(block, tag)
 
     def _mix_overlays(self, block: np.ndarray) -> np.ndarray:
         if not self.overlays:
@@ -418,6 +488,7 @@ class Player:
             "pace": self.plan.factor,
             "paused": self.paused,
             "message": self.message,
+            "voice": self.voice,
         }
 
 
@@ -432,17 +503,23 @@ class LiveResult:
     played: Samples
     underruns: int
     quit: bool
+    heard: tuple[Any, ...] = ()  # listen.Heard, the voice commands obeyed
+    voice: str = ""  # what the screen last said about voice commands
+    ignored: int = 0  # sounds the microphone heard while the coach was sounding
 
 
 def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, screen: Any = None,
              on_tick: Callable[[Player], None] | None = None,
-             phrases: Callable[[str], str | None] | None = None) -> LiveResult:
+             phrases: Callable[[str], str | None] | None = None,
+             listen: bool = False, mic: str | None = None, wake: bool = False) -> LiveResult:
     """Play a prepared session through the speakers until it ends or is quit.
 
     `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status;
     `on_tick` sees the player about ten times a second; `phrases` overrides what the
-    coach says about controls (None from it: nothing). Ctrl-C fades out within a few
-    blocks and re-raises KeyboardInterrupt.
+    coach says about controls (None from it: nothing). With `listen`, spoken commands
+    from the `mic` input device (default: the system's) steer it too, each after the
+    wake word if `wake`; without a working microphone it plays on with keys. Ctrl-C
+    fades out within a few blocks and re-raises KeyboardInterrupt.
     """
     from coach import speakers
     from coach.mixer import session_gain
@@ -456,12 +533,24 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
                     chimes=prepared.chimes)
     out = speakers.BlockQueue(channels)
     player = Player(plan, bank, out, gain=gain, phrases=phrases or phrase_lookup(prepared))
+    voice = None
+    if listen:
+        from coach.listen import VoiceControl
+
+        voice = VoiceControl(player, mic=mic, wake=wake)
+        voice.start()
     player.pump()
     stream = speakers.Output(dev, out, channels=channels, latency=LATENCY)
     stop = threading.Event()
     feeder = threading.Thread(target=feed, args=(player, stop), name="coach-feeder",
                               daemon=True)
-    stream.start()
+    try:
+        stream.start()
+    except BaseException:
+        if voice is not None:
+            voice.stop()
+        raise
+    player.latency = stream.latency
     feeder.start()
     interrupted = False
     try:
@@ -482,13 +571,18 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
         while out.queued_frames() > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
+        if voice is not None:
+            voice.stop()
         stop.set()
         feeder.join(1.0)
         time.sleep(min(0.25, max(0.0, getattr(stream, "latency", 0.05))))
         stream.stop()
     if interrupted:
         raise KeyboardInterrupt
-    return LiveResult(player.position(), stream.underruns, player.quit)
+    return LiveResult(player.position(), stream.underruns, player.quit,
+                      tuple(voice.heard) if voice is not None else (), player.voice,
+                      voice.listener.counts.during_coach
+                      if voice is not None and voice.listener is not None else 0)
 
 
 def control_phrases(routine: Routine, pack: VoicePack, script: Script) -> dict[str, str]:

@@ -160,6 +160,9 @@ class Mixer:
         self._speech_spans = [(e.start, e.end) for e in speech]  # never overlap: sorted both ways
         self._speech_ends = [e.end for e in speech]
         self.position: Samples = 0
+        #: Whether the last `read` held a spoken cue or a chime (not only pulses or the
+        #: under bus): what a microphone near the speakers would hear as the coach.
+        self.foreground = False
         self._next = 0
         self._active: list[Event] = []
         self.seek(start)
@@ -183,10 +186,12 @@ class Mixer:
             self._active.append(self._events[self._next])
             self._next += 1
         still = []
+        foreground = False
         for e in self._active:
             a, b = max(e.start, p), min(e.end, q)
             if a < b:
                 x = self.bank.samples(e)[a - e.start : b - e.start]
+                foreground = foreground or e.kind != PULSE
                 if e.kind == PULSE:
                     if under is None:
                         under = np.zeros_like(out)
@@ -198,6 +203,7 @@ class Mixer:
             if e.end > q:
                 still.append(e)
         self._active = still
+        self.foreground = foreground
         if self.under is not None:
             extra = self.under.read(frames)
             if self.channels == 1 and extra.ndim == 2:

@@ -1,12 +1,15 @@
-"""The speakers: the one module that imports sounddevice (PortAudio).
+"""The speakers (and the microphone): the one module that imports sounddevice (PortAudio).
 
-Three things. ``output_devices`` and ``find_device`` turn what the user typed after
+Four things. ``output_devices`` and ``find_device`` turn what the user typed after
 ``--device`` (nothing, an index, or part of a name) into a ``Device``, or into an
 ``AudioDeviceError`` that lists what this machine has. ``Output`` is one output stream
 whose callback only copies samples that are already made: it asks a ``BlockSource`` to
 fill PortAudio's buffer and counts the times it could not. ``BlockQueue`` is the
 ``BlockSource`` of live playback: a producer thread puts blocks in, the callback takes
-them out, and the producer reads back which block is sounding.
+them out, and the producer reads back which block is sounding. ``Input`` is the
+microphone for voice commands (``find_input`` picks it, for ``--mic``): its callback
+hands each block of 16-bit samples, with the time it was captured, to a function that
+must not wait.
 
 sounddevice is imported inside functions, so that importing this module (and
 ``coach --help``) never loads PortAudio. PortAudio reads the list of devices once, when
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,18 +78,27 @@ def _one_line(error: BaseException) -> str:
 
 def output_devices() -> list[Device]:
     """Every device that can play, in PortAudio's order (its index)."""
+    return _devices("output")
+
+
+def input_devices() -> list[Device]:
+    """Every device that can record."""
+    return _devices("input")
+
+
+def _devices(kind: str) -> list[Device]:
     sd = _sounddevice()
     try:
-        default = sd.default.device[1]
+        default = sd.default.device[0 if kind == "input" else 1]
         found = sd.query_devices()
     except sd.PortAudioError as e:
         raise AudioDeviceError(f"cannot list audio devices: {_one_line(e)}") from e
     return [
-        Device(index=info["index"], name=info["name"], channels=info["max_output_channels"],
+        Device(index=info["index"], name=info["name"], channels=info[f"max_{kind}_channels"],
                default_rate=float(info["default_samplerate"]),
                is_default=info["index"] == default)
         for info in found
-        if info["max_output_channels"] > 0
+        if info[f"max_{kind}_channels"] > 0
     ]
 
 
@@ -104,18 +117,31 @@ def find_device(spec: str | None) -> Device:
     devices = output_devices()
     if not devices:
         raise AudioDeviceError(NO_DEVICE)
-    choices = f"this machine has: {_listing(devices)} (use --device NAME or INDEX)"
+    return _pick(spec, devices, "output", "--device")
+
+
+def find_input(spec: str | None) -> Device:
+    """The input device ``spec`` names (for ``--mic``), as ``find_device`` does for
+    outputs."""
+    devices = input_devices()
+    if not devices:
+        raise AudioDeviceError("no microphone (no audio input device)")
+    return _pick(spec, devices, "input", "--mic")
+
+
+def _pick(spec: str | None, devices: list[Device], kind: str, option: str) -> Device:
+    choices = f"this machine has: {_listing(devices)} (use {option} NAME or INDEX)"
     if spec is None:
         for device in devices:
             if device.is_default:
                 return device
-        raise AudioDeviceError(f"no default audio output device; {choices}")
+        raise AudioDeviceError(f"no default audio {kind} device; {choices}")
     wanted = spec.strip()
     if wanted.isascii() and wanted.isdigit():
         for device in devices:
             if device.index == int(wanted):
                 return device
-        raise AudioDeviceError(f"no output device has the index {wanted}; {choices}")
+        raise AudioDeviceError(f"no {kind} device has the index {wanted}; {choices}")
     key = wanted.casefold()
     matches = [d for d in devices if key and key in d.name.casefold()]
     exact = [d for d in matches if d.name.casefold() == key]
@@ -124,7 +150,7 @@ def find_device(spec: str | None) -> Device:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise AudioDeviceError(f"no output device matches {spec!r}; {choices}")
+        raise AudioDeviceError(f"no {kind} device matches {spec!r}; {choices}")
     raise AudioDeviceError(f"{spec!r} matches several devices: {_listing(matches)}; "
                            "use more of the name or the index")
 
@@ -332,3 +358,71 @@ class BlockQueue:
             out[done:] = 0
             return self._finishing
         return True
+
+
+class Input:
+    """One input stream, mono, 16-bit, for voice commands.
+
+    ::
+
+        mic = Input(find_input(spec), on_audio)
+        mic.start()   # AudioDeviceError if it will not open
+        ...           # on_audio(samples: bytes, captured: float) runs in PortAudio's thread
+        mic.stop()
+
+    ``captured`` is the time.monotonic() at which the block's last sample reached the
+    microphone, reckoned from the stream's input latency. The stream runs at ``rate``
+    when the device takes it (PulseAudio takes any rate), else at the device's own rate:
+    ``Input.rate`` says which. ``on_audio`` must not wait (put the block in a queue).
+    ``last_audio`` is the monotonic time of the latest block, so a caller can tell a
+    microphone that has stopped (unplugged) from one in a quiet room.
+    """
+
+    def __init__(self, device: Device, on_audio: Any, *, rate: int = 16000,
+                 block: float = 0.03) -> None:
+        self.device = device
+        self.on_audio = on_audio
+        self.rate = rate
+        self.block = block
+        self.latency = 0.0
+        self.overflows = 0
+        self.last_audio = 0.0
+        self._stream: Any = None
+
+    def start(self) -> None:
+        if self._stream is not None:
+            return
+        sd = _sounddevice()
+        error: Exception | None = None
+        for rate in dict.fromkeys((self.rate, round(self.device.default_rate))):
+            stream = None
+            try:
+                stream = sd.RawInputStream(
+                    device=self.device.index, samplerate=rate, channels=1, dtype="int16",
+                    blocksize=round(rate * self.block), callback=self._callback)
+                stream.start()
+            except (sd.PortAudioError, ValueError) as e:
+                if stream is not None:
+                    stream.close(ignore_errors=True)
+                error = e
+                continue
+            self._stream, self.rate = stream, rate
+            self.latency = float(stream.latency)
+            self.last_audio = time.monotonic()
+            return
+        raise AudioDeviceError(f"cannot record from {self.device} ({_one_line(error)})")
+
+    def stop(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.stop(ignore_errors=True)
+            finally:
+                stream.close(ignore_errors=True)
+
+    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        now = time.monotonic()
+        if status and status.input_overflow:
+            self.overflows += 1
+        self.last_audio = now
+        self.on_audio(bytes(indata), now - self.latency)

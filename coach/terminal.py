@@ -252,7 +252,8 @@ class Status:
     next_title: str | None  # None at the last step
     pace: float  # the pace factor: 1.25 slow, 1.0 normal, 0.8 brisk
     paused: bool
-    message: str = ""  # e.g. "slower: pace 1.10x", "listening", "underruns: 2"
+    message: str = ""  # e.g. "slower: pace 1.10x", 'heard "next": next step'
+    voice: str = ""  # voice commands: "listening", "off: no microphone"; "" without --listen
 
 
 #: The longest the progress bar gets, brackets and percentage included.
@@ -344,6 +345,8 @@ def render_status(status: Status, width: int = 80) -> list[str]:
         done = 0.0
     nxt = _framed("next: ", s.next_title, "", width) if s.next_title else "next: end of the session"
     pace = pace_text(s.pace) + ("    PAUSED" if s.paused else "")
+    if s.voice:
+        pace += f"    voice: {s.voice}"
     return [
         fit(s.title, width),
         step_line,

@@ -60,9 +60,10 @@ class PulseServer:
     sink: str = SINK
     monitor: str = MONITOR
 
-    def record(self, path: Path, **options: int) -> Recorder:
-        """A ``Recorder`` of this server's null sink, writing ``path``."""
-        return Recorder(path, source=self.monitor, **options)
+    def record(self, path: Path, source: str | None = None, **options: int) -> Recorder:
+        """A ``Recorder`` of this server's null sink (or of another `source`), writing
+        ``path``."""
+        return Recorder(path, source=source or self.monitor, **options)
 
 
 def _pactl_answers(env: dict[str, str]) -> bool:

@@ -1,0 +1,363 @@
+"""Voice commands: what the microphone hears becomes a live session's controls.
+
+The one module that imports pocketsphinx (inside functions: `coach run` without
+`--listen` never loads it). Three parts, innermost first:
+
+- `Recognizer` (pocketsphinx, offline): one utterance of 16 kHz audio -> the command
+  it says, or None. A grammar of the ten commands (optionally each after the wake word
+  "coach"), not free dictation: AUDIO-NOTES measured open transcription of espeak-ng
+  speech at ~85% word errors. A grammar forces any sound onto some command, so an
+  utterance is also rejected when it is too long to be a command, or when its sound
+  fits a free loop of phones much better than the command (a weak check: what the
+  coach itself says is kept out by the gate, below).
+- `Listener` (no threads): a stream of microphone samples -> utterances, cut by
+  pocketsphinx's voice activity endpointer -> `Heard` commands. An utterance during
+  which the coach could be heard in the room (`gate`) is dropped unheard, so the coach
+  never obeys its own voice, however much of it reaches the microphone.
+- `VoiceControl`: the microphone (`speakers.Input`), a thread running the Listener, and
+  the Player the commands go to. With no microphone, or one that fails, the session
+  goes on with keys, and the screen says so.
+
+Measured figures are printed by scripts/bench_listen.py.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: What a user says -> the live Player's control. "pause" and "resume" only pause and
+#: only resume (a key toggles), so a command heard twice does not undo itself.
+COMMANDS: dict[str, str] = {
+    "pause": "hold",
+    "resume": "resume",
+    "next": "next",
+    "back": "back",
+    "repeat": "repeat",
+    "faster": "faster",
+    "slower": "slower",
+    "more time": "more",
+    "more pressure": "more_pressure",
+    "lighter": "less_pressure",
+}
+#: Said before a command when the wake word is asked for ("coach next").
+WAKE_WORD = "coach"
+
+RATE = 16000  # what the acoustic model was trained on
+#: An utterance whose words take longer than this is talk, not a command (the slowest
+#: espeak-ng voice in bench_listen says "more pressure" in 1.1 s).
+MAX_COMMAND = 1.6
+MAX_WAKE_COMMAND = 2.2
+#: Longer stretches of sound are never decoded at all.
+MAX_UTTERANCE = 4.0
+#: An utterance is rejected when the grammar's score falls this far below a free loop
+#: of phones, per 10 ms frame (in pocketsphinx's log units x 1e4). bench_listen.py
+#: measures what it costs in right commands and what it rejects.
+MIN_FIT = -15.0
+#: The endpointer: this much of a 0.3 s window must be speech, or silence, to start
+#: or end an utterance; so an utterance is decided some 0.3 s after the voice stops.
+WINDOW = 0.3
+RATIO = 0.9
+#: Noise added to what is decoded, about -60 dBFS: digital silence (a virtual source,
+#: the gaps of espeak-ng) upsets the recognizer (AUDIO-NOTES), and real rooms have this.
+DITHER = 30.0
+#: A microphone that has sent nothing for this long has stopped.
+SILENT_MIC = 2.0
+
+
+class ListenError(Exception):
+    """Voice commands cannot work here (no recognizer, no microphone)."""
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A command heard: the words, the Player's control, when they were said (by
+    time.monotonic(), from the microphone's clock), how well they fit, and when the
+    listener decided."""
+
+    phrase: str
+    control: str
+    start: float
+    end: float
+    fit: float
+    decided: float
+
+
+def _pocketsphinx() -> Any:
+    try:
+        import pocketsphinx
+    except ImportError as e:
+        raise ListenError("the pocketsphinx package is missing (pip install pocketsphinx)") from e
+    return pocketsphinx
+
+
+class Recognizer:
+    """One utterance of 16 kHz mono int16 audio -> the command it says, or None."""
+
+    def __init__(self, *, wake: bool = False) -> None:
+        ps = _pocketsphinx()
+        self.wake = wake
+        words = importlib.resources.files("coach") / "listen.dict"
+        with importlib.resources.as_file(words) as path:
+            self._decoder = ps.Decoder(samprate=RATE, dict=str(path), fsgusefiller=False,
+                                       topn=32, loglevel="FATAL")
+        d = self._decoder
+        d.add_fsg("commands", d.create_fsg("commands", 0, 1, self._transitions()))
+        phones = f"{ps.get_model_path()}/en-us-phone.lm.bin"
+        d.add_allphone_file("phones", phones)
+        self.last_fit: float | None = None  # of the last utterance that reached a command
+
+    def _transitions(self) -> list[tuple]:
+        """A finite-state grammar: silence, [coach], one command, silence."""
+        start, final = 0, 1
+        trans: list[tuple] = [(start, start, 0.5, "<sil>"), (final, final, 0.5, "<sil>")]
+        state = 2
+        first = start
+        if self.wake:
+            trans.append((start, state, 0.5, WAKE_WORD))
+            first, state = state, state + 1
+        for phrase in COMMANDS:
+            words = phrase.split()
+            at = first
+            for i, word in enumerate(words):
+                to = final if i == len(words) - 1 else state
+                if to == state:
+                    state += 1
+                trans.append((at, to, 1.0 / len(COMMANDS) if i == 0 else 1.0, word))
+                at = to
+        return trans
+
+    def _decode(self, search: str, pcm: bytes) -> Any:
+        d = self._decoder
+        d.activate_search(search)
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        return d.hyp()
+
+    def recognize(self, pcm: bytes) -> str | None:
+        """The command `pcm` says ("more time"), or None: nothing that fits a command,
+        words too long for one, or a poor fit."""
+        self.last_fit = None
+        hyp = self._decode("commands", pcm)
+        if hyp is None:
+            return None
+        words = hyp.hypstr.split()
+        if self.wake:
+            if not words or words[0] != WAKE_WORD:
+                return None
+            words = words[1:]
+        phrase = " ".join(words)
+        if phrase not in COMMANDS:  # the search ended before the grammar did
+            return None
+        spans = [(s.start_frame, s.end_frame) for s in self._decoder.seg()
+                 if not s.word.startswith("<")]
+        if not spans:
+            return None
+        frames = self._decoder.n_frames()
+        said = (spans[-1][1] - spans[0][0] + 1) / 100
+        score = hyp.score
+        free = self._decode("phones", pcm)
+        if free is None or frames <= 0:
+            return None
+        self.last_fit = (score - free.score) / frames * 1e4
+        if said > (MAX_WAKE_COMMAND if self.wake else MAX_COMMAND):
+            return None
+        if self.last_fit < MIN_FIT:
+            return None
+        return phrase
+
+
+def to_pcm(samples: np.ndarray, rate: int, *, dither: float = DITHER, seed: int = 0) -> bytes:
+    """Float samples in [-1, 1] (mono) at `rate` -> 16 kHz int16 bytes, with a little
+    noise (for tests and the benchmark; the live path gets int16 from the microphone)."""
+    import numpy as np
+
+    y = np.asarray(samples, dtype=np.float64)
+    if rate != RATE:
+        import soxr
+
+        y = soxr.resample(y, rate, RATE)
+    y = y * 32768 + np.random.default_rng(seed).normal(0, dither, len(y))
+    return np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes()
+
+
+@dataclass
+class Counts:
+    utterances: int = 0  # stretches of sound the endpointer found
+    during_coach: int = 0  # dropped: the coach could be heard meanwhile
+    too_long: int = 0  # dropped: longer than any command
+    rejected: int = 0  # decoded, but no command (or a poor fit)
+    heard: int = 0  # commands
+    phrases: list[str] = field(default_factory=list)
+
+
+class Listener:
+    """Microphone samples -> the commands they say, utterance by utterance.
+
+    ``feed(pcm, captured)`` takes int16 mono bytes at ``rate`` and the monotonic time
+    their last sample was captured; it returns the commands whose utterances ended in
+    them. ``gate(start, end)`` says whether the coach could be heard between two such
+    times; those utterances are dropped before decoding.
+    """
+
+    def __init__(self, recognizer: Recognizer, *, rate: int = RATE,
+                 gate: Callable[[float, float], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        ps = _pocketsphinx()
+        self.recognizer = recognizer
+        self.gate = gate or (lambda start, end: False)
+        self.clock = clock
+        self.counts = Counts()
+        self._endpointer = ps.Endpointer(window=WINDOW, ratio=RATIO, sample_rate=RATE)
+        self._frame = self._endpointer.frame_bytes
+        self._resample: Any = None
+        if rate != RATE:
+            import soxr
+
+            self._resample = soxr.ResampleStream(rate, RATE, 1, dtype="int16")
+        self._pending = bytearray()
+        self._utterance = bytearray()
+        self._samples = 0  # 16 kHz samples given to the endpointer
+        self._offset: float | None = None  # monotonic time of sample 0
+        self._seed = 0
+
+    def feed(self, pcm: bytes, captured: float) -> list[Heard]:
+        if self._resample is not None:
+            import numpy as np
+
+            pcm = self._resample.resample_chunk(np.frombuffer(pcm, dtype="<i2")).tobytes()
+        self._pending += pcm
+        # The stream's clock: the time of its sample 0, from the newest block's capture.
+        waiting = len(self._pending) // 2
+        self._offset = captured - (self._samples + waiting) / RATE
+        heard: list[Heard] = []
+        ep = self._endpointer
+        while len(self._pending) >= self._frame:
+            frame = bytes(self._pending[: self._frame])
+            del self._pending[: self._frame]
+            self._samples += self._frame // 2
+            was_in_speech = ep.in_speech
+            speech = ep.process(frame)
+            if speech is None:
+                continue
+            if not was_in_speech:
+                self._utterance.clear()
+            if len(self._utterance) < MAX_UTTERANCE * RATE * 2:
+                self._utterance += speech
+            if not ep.in_speech:
+                command = self._finish(ep.speech_start, ep.speech_end)
+                if command is not None:
+                    heard.append(command)
+        return heard
+
+    def _finish(self, start: float, end: float) -> Heard | None:
+        counts = self.counts
+        counts.utterances += 1
+        assert self._offset is not None
+        t0, t1 = self._offset + start, self._offset + end
+        pcm, self._utterance = bytes(self._utterance), bytearray()
+        if self.gate(t0, t1):
+            counts.during_coach += 1
+            return None
+        if end - start > MAX_UTTERANCE:
+            counts.too_long += 1
+            return None
+        phrase = self.recognizer.recognize(_dithered(pcm, self._seed))
+        self._seed += 1
+        if phrase is None:
+            counts.rejected += 1
+            return None
+        counts.heard += 1
+        counts.phrases.append(phrase)
+        return Heard(phrase, COMMANDS[phrase], t0, t1, self.recognizer.last_fit or 0.0,
+                     self.clock())
+
+
+def _dithered(pcm: bytes, seed: int) -> bytes:
+    import numpy as np
+
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    x += np.random.default_rng(seed).normal(0, DITHER, len(x))
+    return np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
+
+
+class VoiceControl:
+    """The microphone, a Listener in a thread of its own, and the Player it steers.
+
+    ::
+
+        voice = VoiceControl(player, mic=None, wake=False)
+        voice.start()   # False (and player.voice says why) when there is no microphone
+        ...
+        voice.stop()
+
+    `heard` lists every command heard, in order. Should the microphone stop sending
+    sound mid-session, listening ends and the screen says so; the keys still work.
+    """
+
+    def __init__(self, player: Any, *, mic: str | None = None, wake: bool = False) -> None:
+        self.player = player
+        self.mic_spec = mic
+        self.wake = wake
+        self.heard: list[Heard] = []
+        self.problem = ""  # why voice commands are off, if they are
+        self.listener: Listener | None = None
+        self._mic: Any = None
+        self._blocks: queue.SimpleQueue[tuple[bytes, float]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> bool:
+        from coach import speakers
+
+        try:
+            recognizer = Recognizer(wake=self.wake)
+            device = speakers.find_input(self.mic_spec)
+            mic = speakers.Input(device, self._on_audio, rate=RATE)
+            mic.start()
+        except (ListenError, speakers.AudioDeviceError) as e:
+            self._off(str(e))
+            return False
+        self._mic = mic
+        self.listener = Listener(recognizer, rate=mic.rate, gate=self.player.audible.during)
+        self.player.voice = "listening" + (f' (say "{WAKE_WORD}" first)' if self.wake else "")
+        self._thread = threading.Thread(target=self._run, name="coach-listener", daemon=True)
+        self._thread.start()
+        return True
+
+    def _off(self, why: str) -> None:
+        self.problem = why
+        self.player.voice = f"off ({why}); keys only"
+
+    def _on_audio(self, pcm: bytes, captured: float) -> None:  # PortAudio's thread
+        self._blocks.put((pcm, captured))
+
+    def _run(self) -> None:
+        assert self.listener is not None and self._mic is not None
+        while not self._stop.is_set():
+            try:
+                pcm, captured = self._blocks.get(timeout=0.25)
+            except queue.Empty:
+                if time.monotonic() - self._mic.last_audio > SILENT_MIC:
+                    self._off("the microphone stopped")
+                    return
+                continue
+            for command in self.listener.feed(pcm, captured):
+                self.heard.append(command)
+                self.player.control(command.control, command.phrase)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        if self._mic is not None:
+            self._mic.stop()
