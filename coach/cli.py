@@ -106,8 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "slower, more time, more pressure, lighter), offline")
     p.add_argument("--mic", metavar="NAME|INDEX",
                    help="the microphone for --listen (default: the system's); implies --listen")
-    p.add_argument("--wake", action="store_true",
-                   help='only obey commands said after "coach" ("coach next"); implies --listen')
     p = sub.add_parser("render", parents=[common], help="write the session to an audio file")
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
@@ -244,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(player) -> None:  # type: ignore[no-untyped-def]
         screen.draw(render_status(Status(title=title, **player.status()), screen.width))
 
-    listen = args.listen or args.mic is not None or args.wake
+    listen = args.listen or args.mic is not None
     if not screen.interactive:
         print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}",
               flush=True)
@@ -262,7 +260,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = run_live(prepared, device=str(device.index), keys=keys,
                               screen=show if screen.interactive else None,
                               on_tick=tick if listen else None,
-                              listen=listen, mic=args.mic, wake=args.wake)
+                              listen=listen, mic=args.mic)
         finally:
             screen.close()
     ending = "stopped" if result.quit else "finished"

@@ -4,12 +4,12 @@ The one module that imports pocketsphinx (inside functions: `coach run` without
 `--listen` never loads it). Three parts, innermost first:
 
 - `Recognizer` (pocketsphinx, offline): one utterance of 16 kHz audio -> the command
-  it says, or None. A grammar of the ten commands (optionally each after the wake word
-  "coach"), not free dictation: AUDIO-NOTES measured open transcription of espeak-ng
-  speech at ~85% word errors. A grammar forces any sound onto some command, so an
-  utterance is also rejected when it is too long to be a command, or when its sound
-  fits a free loop of phones much better than the command (a weak check: what the
-  coach itself says is kept out by the gate, below).
+  it says, or None. A grammar of the ten commands, not free dictation: AUDIO-NOTES
+  measured open transcription of espeak-ng speech at ~85% word errors. A grammar
+  forces any sound onto some command, so an utterance is also rejected when it holds
+  no voice (rhythm pulses), when it is too long to be a command, or when its sound
+  fits a free loop of phones far better than the command. These are weak checks: what
+  the coach itself says is kept out by the gate, below.
 - `Listener` (no threads): a stream of microphone samples -> utterances, cut by
   pocketsphinx's voice activity endpointer -> `Heard` commands. An utterance during
   which the coach could be heard in the room (`gate`) is dropped unheard, so the coach
@@ -48,14 +48,11 @@ COMMANDS: dict[str, str] = {
     "more pressure": "more_pressure",
     "lighter": "less_pressure",
 }
-#: Said before a command when the wake word is asked for ("coach next").
-WAKE_WORD = "coach"
 
 RATE = 16000  # what the acoustic model was trained on
 #: An utterance whose words take longer than this is talk, not a command (the slowest
 #: espeak-ng voice in bench_listen says "more pressure" in 1.1 s).
 MAX_COMMAND = 1.6
-MAX_WAKE_COMMAND = 2.2
 #: Longer stretches of sound are never decoded at all.
 MAX_UTTERANCE = 4.0
 #: An utterance is rejected when the grammar's score falls this far below a free loop
@@ -69,6 +66,13 @@ RATIO = 0.9
 #: Noise added to what is decoded, about -60 dBFS: digital silence (a virtual source,
 #: the gaps of espeak-ng) upsets the recognizer (AUDIO-NOTES), and real rooms have this.
 DITHER = 30.0
+#: What lies below this frequency is left out when judging whether an utterance holds a
+#: voice at all: the rhythm's soft pulses (75-180 Hz) and room rumble, which the
+#: endpointer takes for speech. (The recognizer gets the whole sound: filtering it cost
+#: 2% of the commands in bench_listen.)
+LOW_CUT = 250.0
+#: An utterance with no 30 ms stretch louder than this (RMS, above LOW_CUT) is no voice.
+MIN_VOICE = 0.004
 #: A microphone that has sent nothing for this long has stopped.
 SILENT_MIC = 2.0
 
@@ -102,9 +106,8 @@ def _pocketsphinx() -> Any:
 class Recognizer:
     """One utterance of 16 kHz mono int16 audio -> the command it says, or None."""
 
-    def __init__(self, *, wake: bool = False) -> None:
+    def __init__(self) -> None:
         ps = _pocketsphinx()
-        self.wake = wake
         words = importlib.resources.files("coach") / "listen.dict"
         with importlib.resources.as_file(words) as path:
             self._decoder = ps.Decoder(samprate=RATE, dict=str(path), fsgusefiller=False,
@@ -116,14 +119,11 @@ class Recognizer:
         self.last_fit: float | None = None  # of the last utterance that reached a command
 
     def _transitions(self) -> list[tuple]:
-        """A finite-state grammar: silence, [coach], one command, silence."""
+        """A finite-state grammar: silence, one command, silence."""
         start, final = 0, 1
         trans: list[tuple] = [(start, start, 0.5, "<sil>"), (final, final, 0.5, "<sil>")]
         state = 2
         first = start
-        if self.wake:
-            trans.append((start, state, 0.5, WAKE_WORD))
-            first, state = state, state + 1
         for phrase in COMMANDS:
             words = phrase.split()
             at = first
@@ -150,12 +150,7 @@ class Recognizer:
         hyp = self._decode("commands", pcm)
         if hyp is None:
             return None
-        words = hyp.hypstr.split()
-        if self.wake:
-            if not words or words[0] != WAKE_WORD:
-                return None
-            words = words[1:]
-        phrase = " ".join(words)
+        phrase = " ".join(hyp.hypstr.split())
         if phrase not in COMMANDS:  # the search ended before the grammar did
             return None
         spans = [(s.start_frame, s.end_frame) for s in self._decoder.seg()
@@ -169,7 +164,7 @@ class Recognizer:
         if free is None or frames <= 0:
             return None
         self.last_fit = (score - free.score) / frames * 1e4
-        if said > (MAX_WAKE_COMMAND if self.wake else MAX_COMMAND):
+        if said > MAX_COMMAND:
             return None
         if self.last_fit < MIN_FIT:
             return None
@@ -260,6 +255,8 @@ class Listener:
         return heard
 
     def _finish(self, start: float, end: float) -> Heard | None:
+        import numpy as np
+
         counts = self.counts
         counts.utterances += 1
         assert self._offset is not None
@@ -271,7 +268,11 @@ class Listener:
         if end - start > MAX_UTTERANCE:
             counts.too_long += 1
             return None
-        phrase = self.recognizer.recognize(_dithered(pcm, self._seed))
+        x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+        if not _has_voice(x):
+            counts.rejected += 1
+            return None
+        phrase = self.recognizer.recognize(_dithered(x, self._seed))
         self._seed += 1
         if phrase is None:
             counts.rejected += 1
@@ -282,11 +283,25 @@ class Listener:
                      self.clock())
 
 
-def _dithered(pcm: bytes, seed: int) -> bytes:
+def _has_voice(x: np.ndarray) -> bool:
+    """Whether some 30 ms of `x` (int16 scale) is loud enough above LOW_CUT to be a voice."""
     import numpy as np
 
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    x += np.random.default_rng(seed).normal(0, DITHER, len(x))
+    spectrum = np.fft.rfft(x)
+    spectrum[: int(LOW_CUT * len(x) / RATE) + 1] = 0
+    y = np.fft.irfft(spectrum, len(x))
+    frame = round(0.03 * RATE)
+    frames = len(y) // frame
+    if frames == 0:
+        return False
+    rms = np.sqrt(np.mean(y[: frames * frame].reshape(frames, frame) ** 2, axis=1))
+    return bool(rms.max() >= MIN_VOICE * 32768)
+
+
+def _dithered(x: np.ndarray, seed: int) -> bytes:
+    import numpy as np
+
+    x = x + np.random.default_rng(seed).normal(0, DITHER, len(x))
     return np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
 
 
@@ -295,7 +310,7 @@ class VoiceControl:
 
     ::
 
-        voice = VoiceControl(player, mic=None, wake=False)
+        voice = VoiceControl(player, mic=None)
         voice.start()   # False (and player.voice says why) when there is no microphone
         ...
         voice.stop()
@@ -304,10 +319,9 @@ class VoiceControl:
     sound mid-session, listening ends and the screen says so; the keys still work.
     """
 
-    def __init__(self, player: Any, *, mic: str | None = None, wake: bool = False) -> None:
+    def __init__(self, player: Any, *, mic: str | None = None) -> None:
         self.player = player
         self.mic_spec = mic
-        self.wake = wake
         self.heard: list[Heard] = []
         self.problem = ""  # why voice commands are off, if they are
         self.listener: Listener | None = None
@@ -320,7 +334,7 @@ class VoiceControl:
         from coach import speakers
 
         try:
-            recognizer = Recognizer(wake=self.wake)
+            recognizer = Recognizer()
             device = speakers.find_input(self.mic_spec)
             mic = speakers.Input(device, self._on_audio, rate=RATE)
             mic.start()
@@ -329,7 +343,7 @@ class VoiceControl:
             return False
         self._mic = mic
         self.listener = Listener(recognizer, rate=mic.rate, gate=self.player.audible.during)
-        self.player.voice = "listening" + (f' (say "{WAKE_WORD}" first)' if self.wake else "")
+        self.player.voice = "listening"
         self._thread = threading.Thread(target=self._run, name="coach-listener", daemon=True)
         self._thread.start()
         return True

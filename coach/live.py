@@ -511,15 +511,15 @@ class LiveResult:
 def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, screen: Any = None,
              on_tick: Callable[[Player], None] | None = None,
              phrases: Callable[[str], str | None] | None = None,
-             listen: bool = False, mic: str | None = None, wake: bool = False) -> LiveResult:
+             listen: bool = False, mic: str | None = None) -> LiveResult:
     """Play a prepared session through the speakers until it ends or is quit.
 
     `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status;
     `on_tick` sees the player about ten times a second; `phrases` overrides what the
     coach says about controls (None from it: nothing). With `listen`, spoken commands
-    from the `mic` input device (default: the system's) steer it too, each after the
-    wake word if `wake`; without a working microphone it plays on with keys. Ctrl-C
-    fades out within a few blocks and re-raises KeyboardInterrupt.
+    from the `mic` input device (default: the system's) steer it too; without a working
+    microphone it plays on with keys. Ctrl-C fades out within a few blocks and re-raises
+    KeyboardInterrupt.
     """
     from coach import speakers
     from coach.mixer import session_gain
@@ -537,7 +537,7 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
     if listen:
         from coach.listen import VoiceControl
 
-        voice = VoiceControl(player, mic=mic, wake=wake)
+        voice = VoiceControl(player, mic=mic)
         voice.start()
     player.pump()
     stream = speakers.Output(dev, out, channels=channels, latency=LATENCY)
