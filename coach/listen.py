@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,16 +83,13 @@ class ListenError(Exception):
 
 @dataclass(frozen=True)
 class Heard:
-    """A command heard: the words, the Player's control, when they were said (by
-    time.monotonic(), from the microphone's clock), how well they fit, and when the
-    listener decided."""
+    """A command heard: the words, the Player's control, and when they were said (by
+    time.monotonic(), from the microphone's clock)."""
 
     phrase: str
     control: str
     start: float
     end: float
-    fit: float
-    decided: float
 
 
 def _pocketsphinx() -> Any:
@@ -116,7 +113,6 @@ class Recognizer:
         d.add_fsg("commands", d.create_fsg("commands", 0, 1, self._transitions()))
         phones = f"{ps.get_model_path()}/en-us-phone.lm.bin"
         d.add_allphone_file("phones", phones)
-        self.last_fit: float | None = None  # of the last utterance that reached a command
 
     def _transitions(self) -> list[tuple]:
         """A finite-state grammar: silence, one command, silence."""
@@ -146,7 +142,6 @@ class Recognizer:
     def recognize(self, pcm: bytes) -> str | None:
         """The command `pcm` says ("more time"), or None: nothing that fits a command,
         words too long for one, or a poor fit."""
-        self.last_fit = None
         hyp = self._decode("commands", pcm)
         if hyp is None:
             return None
@@ -157,18 +152,14 @@ class Recognizer:
                  if not s.word.startswith("<")]
         if not spans:
             return None
+        if (spans[-1][1] - spans[0][0] + 1) / 100 > MAX_COMMAND:
+            return None
         frames = self._decoder.n_frames()
-        said = (spans[-1][1] - spans[0][0] + 1) / 100
         score = hyp.score
-        free = self._decode("phones", pcm)
+        free = self._decode("phones", pcm)  # after the checks that need no second search
         if free is None or frames <= 0:
             return None
-        self.last_fit = (score - free.score) / frames * 1e4
-        if said > MAX_COMMAND:
-            return None
-        if self.last_fit < MIN_FIT:
-            return None
-        return phrase
+        return phrase if (score - free.score) / frames * 1e4 >= MIN_FIT else None
 
 
 def to_pcm(samples: np.ndarray, rate: int, *, dither: float = DITHER, seed: int = 0) -> bytes:
@@ -192,7 +183,6 @@ class Counts:
     too_long: int = 0  # dropped: longer than any command
     rejected: int = 0  # decoded, but no command (or a poor fit)
     heard: int = 0  # commands
-    phrases: list[str] = field(default_factory=list)
 
 
 class Listener:
@@ -205,12 +195,10 @@ class Listener:
     """
 
     def __init__(self, recognizer: Recognizer, *, rate: int = RATE,
-                 gate: Callable[[float, float], bool] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 gate: Callable[[float, float], bool] | None = None) -> None:
         ps = _pocketsphinx()
         self.recognizer = recognizer
         self.gate = gate or (lambda start, end: False)
-        self.clock = clock
         self.counts = Counts()
         self._endpointer = ps.Endpointer(window=WINDOW, ratio=RATIO, sample_rate=RATE)
         self._frame = self._endpointer.frame_bytes
@@ -278,9 +266,7 @@ class Listener:
             counts.rejected += 1
             return None
         counts.heard += 1
-        counts.phrases.append(phrase)
-        return Heard(phrase, COMMANDS[phrase], t0, t1, self.recognizer.last_fit or 0.0,
-                     self.clock())
+        return Heard(phrase, COMMANDS[phrase], t0, t1)
 
 
 def _has_voice(x: np.ndarray) -> bool:

@@ -90,7 +90,7 @@ def recognition() -> tuple[list[float], list[float]]:
         pos += len(y) / SR + 1.0
     x = np.concatenate(parts)
     x = x + rng.normal(0, 30 / 32768, len(x))  # the hiss of a real microphone
-    listener = listen.Listener(listen.Recognizer(), clock=lambda: 0.0)
+    listener = listen.Listener(listen.Recognizer())
     results = stream(listener, pcm(x))
     right = Counter()
     total = Counter()
@@ -149,8 +149,8 @@ def false_triggers() -> None:
                 return any(a <= end and start <= b + ECHO_TAIL for a, b in spans)
 
             recognizer = listen.Recognizer()
-            gated = listen.Listener(recognizer, gate=sounding, clock=lambda: 0.0)
-            open_ = listen.Listener(recognizer, clock=lambda: 0.0)
+            gated = listen.Listener(recognizer, gate=sounding)
+            open_ = listen.Listener(recognizer)
             through = stream(gated, data)
             totals["gate"] += len(through)
             heard_with += [f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})"
