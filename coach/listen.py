@@ -172,8 +172,7 @@ def to_pcm(samples: np.ndarray, rate: int, *, dither: float = DITHER, seed: int 
         import soxr
 
         y = soxr.resample(y, rate, RATE)
-    y = y * 32768 + np.random.default_rng(seed).normal(0, dither, len(y))
-    return np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes()
+    return _dithered(y * 32768, seed, dither)
 
 
 @dataclass
@@ -284,10 +283,11 @@ def _has_voice(x: np.ndarray) -> bool:
     return bool(rms.max() >= MIN_VOICE * 32768)
 
 
-def _dithered(x: np.ndarray, seed: int) -> bytes:
+def _dithered(x: np.ndarray, seed: int, dither: float = DITHER) -> bytes:
+    """Samples at int16 scale, with `dither` of noise, as int16 bytes."""
     import numpy as np
 
-    x = x + np.random.default_rng(seed).normal(0, DITHER, len(x))
+    x = x + np.random.default_rng(seed).normal(0, dither, len(x))
     return np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
 
 

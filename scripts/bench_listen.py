@@ -53,10 +53,6 @@ def espeak(text: str, voice: str, speed: int) -> np.ndarray:
     return soxr.resample(y, rate, SR)
 
 
-def pcm(x: np.ndarray) -> bytes:
-    return np.clip(np.round(x * 32768), -32768, 32767).astype("<i2").tobytes()
-
-
 def stream(listener: listen.Listener, audio: bytes, t0: float = 0.0
            ) -> list[tuple[listen.Heard, float, float]]:
     """Feed `audio` in 30 ms blocks; each command with the stream time at which it was
@@ -89,9 +85,8 @@ def recognition() -> tuple[list[float], list[float]]:
         truth.append((pos, pos + len(y) / SR, command, voice, speed, noise))
         pos += len(y) / SR + 1.0
     x = np.concatenate(parts)
-    x = x + rng.normal(0, 30 / 32768, len(x))  # the hiss of a real microphone
     listener = listen.Listener(listen.Recognizer())
-    results = stream(listener, pcm(x))
+    results = stream(listener, listen.to_pcm(x, SR, seed=3))  # with a microphone's hiss
     right = Counter()
     total = Counter()
     waits, decodes = [], []
@@ -139,9 +134,7 @@ def false_triggers() -> None:
             path = Path(folder) / f"{routine}-{voice}.wav"
             render(prepared, path)
             audio, rate = sf.read(str(path), dtype="float64")
-            mono = soxr.resample(audio.mean(axis=1), rate, SR)
-            mono += np.random.default_rng(2).normal(0, 30 / 32768, len(mono))
-            data = pcm(mono)
+            data = listen.to_pcm(audio.mean(axis=1), rate, seed=2)
             spans = [(e.start / RATE, e.end / RATE) for e in prepared.timeline.events
                      if e.kind != PULSE]
 
@@ -160,7 +153,7 @@ def false_triggers() -> None:
             heard_without += [f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})"
                               for h, _, _ in found]
             ignored += gated.counts.during_coach
-            session_hours += len(mono) / SR / 3600
+            session_hours += len(data) / 2 / SR / 3600
             speech_hours += sum(e.end - e.start for e in prepared.timeline.events
                                 if e.kind == "speech") / RATE / 3600
     print(f"false triggers, coach's own speech fed back: {session_hours:.2f} h of sessions "

@@ -30,8 +30,7 @@ def feed(listener: listen.Listener, *sounds: np.ndarray) -> list[listen.Heard]:
     """Each sound after 1 s of faint hiss, then 1 s more, in 30 ms blocks."""
     gap = np.zeros(listen.RATE)
     x = np.concatenate([part for s in sounds for part in (gap, s)] + [gap])
-    x = x + np.random.default_rng(0).normal(0, 30 / 32768, len(x))
-    data = np.clip(np.round(x * 32768), -32768, 32767).astype("<i2").tobytes()
+    data = listen.to_pcm(x, listen.RATE, seed=0)
     heard = []
     block = 960
     for k in range(0, len(data), block):
