@@ -102,6 +102,15 @@ def _devices(kind: str) -> list[Device]:
     ]
 
 
+def _close(stream: Any) -> None:
+    """Stop and close a PortAudio stream (None: nothing to do), ignoring its errors."""
+    if stream is not None:
+        try:
+            stream.stop(ignore_errors=True)
+        finally:
+            stream.close(ignore_errors=True)
+
+
 def _listing(devices: list[Device]) -> str:
     return ", ".join(str(d) for d in devices)
 
@@ -220,11 +229,7 @@ class Output:
     def stop(self) -> None:
         """Stop and close the stream. Safe to call twice, or before start()."""
         stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop(ignore_errors=True)
-            finally:
-                stream.close(ignore_errors=True)
+        _close(stream)
 
     @property
     def active(self) -> bool:
@@ -413,12 +418,9 @@ class Input:
         raise AudioDeviceError(f"cannot record from {self.device} ({_one_line(error)})")
 
     def stop(self) -> None:
+        """Stop and close the stream. Safe to call twice, or before start()."""
         stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop(ignore_errors=True)
-            finally:
-                stream.close(ignore_errors=True)
+        _close(stream)
 
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
         now = time.monotonic()
