@@ -320,8 +320,8 @@ class VoiceControl:
         from coach import speakers
 
         try:
+            device = speakers.find_input(self.mic_spec)  # cheap: before loading the model
             recognizer = Recognizer()
-            device = speakers.find_input(self.mic_spec)
             mic = speakers.Input(device, self._on_audio, rate=RATE)
             mic.start()
         except (ListenError, speakers.AudioDeviceError) as e:
