@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coach.dsp import falling_cosine, raised_cosine, rising
 from coach.errors import CoachError, InputError, UsageError
+from coach.timetext import milliseconds, stamp
 from coach.units import RATE, Samples
 
 if TYPE_CHECKING:
@@ -103,12 +105,12 @@ def _check_encoder(path: Path, ext: str) -> None:
 
         available = subtype in soundfile.available_subtypes(fmt)
     except (ImportError, OSError) as e:
-        raise CoachError(f"cannot write audio files: soundfile/libsndfile is missing ({e})"
-                         ) from e
+        raise CoachError(f"cannot write audio files: soundfile/libsndfile is missing ({e})") from e
     if not available:
         others = ", ".join(x for x in FORMATS if x != ext)
-        raise CoachError(f"{path}: this machine's libsndfile cannot write {FORMATS[ext]}; "
-                         f"use one of {others}")
+        raise CoachError(
+            f"{path}: this machine's libsndfile cannot write {FORMATS[ext]}; use one of {others}"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,9 @@ class Chapter:
 
     def __post_init__(self) -> None:
         if not 0 <= self.start <= self.end:
-            raise ValueError(f"chapter {self.title!r}: need 0 <= start <= end, "
-                             f"got {self.start}, {self.end}")
+            raise ValueError(
+                f"chapter {self.title!r}: need 0 <= start <= end, got {self.start}, {self.end}"
+            )
 
 
 def chapter_support(ext: str) -> bool:
@@ -211,8 +214,9 @@ class AudioWriter:
         if data.ndim == 1 and self.channels == 1:
             data = data[:, None]
         if data.ndim != 2 or data.shape[1] != self.channels:
-            raise ValueError(f"expected a block of shape (frames, {self.channels}), "
-                             f"got {data.shape}")
+            raise ValueError(
+                f"expected a block of shape (frames, {self.channels}), got {data.shape}"
+            )
         if len(data) == 0:
             return
         if not np.isfinite(data).all():
@@ -250,8 +254,7 @@ class AudioWriter:
             try:
                 file.close()
             except (OSError, RuntimeError) as e:
-                raise CoachError(f"cannot write {self.path}: {self._encoder_error(e, file)}"
-                                 ) from e
+                raise CoachError(f"cannot write {self.path}: {self._encoder_error(e, file)}") from e
             if self._chapters and chapter_support(self.ext):
                 self._embed_chapters()
             _fsync_file(self._tmp)
@@ -303,8 +306,9 @@ class AudioWriter:
             extra = {**extra, "compression_level": (320 - kbps) / (320 - 32)}
         try:
             # The format comes from the real extension: the temporary name ends in ".tmp".
-            return soundfile.SoundFile(self._tmp, "w", RATE, self.channels, subtype,
-                                       format=fmt, **extra)
+            return soundfile.SoundFile(
+                self._tmp, "w", RATE, self.channels, subtype, format=fmt, **extra
+            )
         except (OSError, RuntimeError) as e:
             detail = str(getattr(e, "error_string", e)).rstrip(".")
             raise CoachError(f"cannot write {self.path}: {detail}") from e
@@ -362,18 +366,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _ms(samples: Samples) -> int:
-    return round(samples * 1000 / RATE)
-
-
-def _clock(ms: int) -> str:
-    """Milliseconds as HH:MM:SS.mmm."""
-    s, ms = divmod(ms, 1000)
-    m, s = divmod(s, 60)
-    h, m = divmod(m, 60)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
 def _write_id3_chapters(path: Path, chapters: list[Chapter]) -> None:
     from mutagen.id3 import CHAP, CTOC, ID3, TIT2, CTOCFlags, ID3NoHeaderError
 
@@ -384,14 +376,26 @@ def _write_id3_chapters(path: Path, chapters: list[Chapter]) -> None:
     tags.delall("CHAP")
     tags.delall("CTOC")
     ids = [f"chp{i}" for i in range(len(chapters))]
-    tags.add(CTOC(element_id="toc", flags=CTOCFlags.TOP_LEVEL | CTOCFlags.ORDERED,
-                  child_element_ids=ids, sub_frames=[]))
+    tags.add(
+        CTOC(
+            element_id="toc",
+            flags=CTOCFlags.TOP_LEVEL | CTOCFlags.ORDERED,
+            child_element_ids=ids,
+            sub_frames=[],
+        )
+    )
     for element_id, chapter in zip(ids, chapters, strict=True):
-        tags.add(CHAP(element_id=element_id, start_time=_ms(chapter.start),
-                      end_time=_ms(chapter.end),
-                      # 0xFFFFFFFF: no byte offsets, the times are what counts.
-                      start_offset=0xFFFFFFFF, end_offset=0xFFFFFFFF,
-                      sub_frames=[TIT2(encoding=3, text=[chapter.title])]))
+        tags.add(
+            CHAP(
+                element_id=element_id,
+                start_time=milliseconds(chapter.start),
+                end_time=milliseconds(chapter.end),
+                # 0xFFFFFFFF: no byte offsets, the times are what counts.
+                start_offset=0xFFFFFFFF,
+                end_offset=0xFFFFFFFF,
+                sub_frames=[TIT2(encoding=3, text=[chapter.title])],
+            )
+        )
     # ID3v2.3: what the most players read (mutagen turns the UTF-8 text into UTF-16).
     tags.save(path, v2_version=3)
     _sort_chap_frames(path)
@@ -407,16 +411,15 @@ def _sort_chap_frames(path: Path) -> None:
     tag as mutagen wrote it: still valid, with the CTOC frame giving the order."""
     with open(path, "r+b") as f:
         header = f.read(10)
-        if len(header) < 10 or header[:3] != b"ID3" or header[3] not in (3, 4) \
-                or header[5] & 0xC0:
+        if len(header) < 10 or header[:3] != b"ID3" or header[3] not in (3, 4) or header[5] & 0xC0:
             return
         body = f.read(_syncsafe(header[6:10]))
         frames: list[bytes] = []
         pos = 0
         while pos + 10 <= len(body) and body[pos] != 0:  # a zero byte starts the padding
-            raw = body[pos + 4:pos + 8]
+            raw = body[pos + 4 : pos + 8]
             size = _syncsafe(raw) if header[3] == 4 else int.from_bytes(raw, "big")
-            frame = body[pos:pos + 10 + size]
+            frame = body[pos : pos + 10 + size]
             if len(frame) < 10 + size:
                 return
             if frame[:4] == b"CHAP" and (frame[8:10] != b"\0\0" or b"\0" not in frame[10:]):
@@ -426,7 +429,7 @@ def _sort_chap_frames(path: Path) -> None:
 
         def start(frame: bytes) -> int:
             end_of_id = frame.index(b"\0", 10)
-            return int.from_bytes(frame[end_of_id + 1:end_of_id + 5], "big")
+            return int.from_bytes(frame[end_of_id + 1 : end_of_id + 5], "big")
 
         ordered = iter(sorted((fr for fr in frames if fr[:4] == b"CHAP"), key=start))
         new = b"".join(next(ordered) if fr[:4] == b"CHAP" else fr for fr in frames)
@@ -458,7 +461,7 @@ def _write_vorbis_chapters(path: Path, ext: str, chapters: list[Chapter]) -> Non
         del audio.tags[key]
     # ffmpeg reads at most three digits (CHAPTER001..CHAPTER999).
     for number, chapter in enumerate(chapters[:999], start=1):
-        audio.tags[f"CHAPTER{number:03d}"] = _clock(_ms(chapter.start))
+        audio.tags[f"CHAPTER{number:03d}"] = stamp(chapter.start)
         audio.tags[f"CHAPTER{number:03d}NAME"] = chapter.title
     audio.save()
 
@@ -522,8 +525,12 @@ def _read_vorbis_chapters(path: Path, ext: str) -> list[tuple[str, float]]:
             names[number] = value
         elif time := _VORBIS_TIME.fullmatch(value.strip()):
             h, m, s, frac = time.groups()
-            starts[number] = (int(h) * 3600 + int(m) * 60 + int(s)
-                              + (int(frac) / 10 ** len(frac) if frac else 0.0))
+            starts[number] = (
+                int(h) * 3600
+                + int(m) * 60
+                + int(s)
+                + (int(frac) / 10 ** len(frac) if frac else 0.0)
+            )
     return [(names.get(n, f"Chapter {n}"), starts[n]) for n in sorted(starts)]
 
 
@@ -575,8 +582,10 @@ class AmbientTrack:
             seen += len(block)
             energy += float(np.square(block, dtype=np.float64).sum())
         if seen == 0:
-            raise InputError(f"the file has no samples; expected {AUDIO_EXPECTED} with sound",
-                             file=str(self.path))
+            raise InputError(
+                f"the file has no samples; expected {AUDIO_EXPECTED} with sound",
+                file=str(self.path),
+            )
         rms = (energy / (2 * seen)) ** 0.5
         if rms > 0:
             gain_db = min(LEVEL_TARGET - 20 * np.log10(rms), LEVEL_MAX_BOOST)
@@ -587,15 +596,16 @@ class AmbientTrack:
         self._xfade = min(round(CROSSFADE * self.samplerate), seen // 2)
         self._seek_start()
         self._head = self._read_exact(self._xfade)
-        self._ramp = _raised_cosine(len(self._head))
+        self._ramp = rising(len(self._head))
         self._pending = self._head  # the first pass plays the head as it is
         self._pass_frames = 0  # frames read in this pass after the head
         self._resampler: Any = None
         if self.samplerate != RATE:
             import soxr
 
-            self._resampler = soxr.ResampleStream(self.samplerate, RATE, 2, dtype="float32",
-                                                  quality="HQ")
+            self._resampler = soxr.ResampleStream(
+                self.samplerate, RATE, 2, dtype="float32", quality="HQ"
+            )
         self._out: list[np.ndarray] = []  # resampled frames at RATE, not yet returned
         self._out_frames = 0
 
@@ -638,14 +648,14 @@ class AmbientTrack:
         gain = None
         if start < self.fade_in:
             i = np.arange(start, start + n, dtype=np.float64)
-            gain = np.where(i < self.fade_in,
-                            0.5 - 0.5 * np.cos(np.pi * i / self.fade_in), 1.0)
+            gain = np.where(i < self.fade_in, raised_cosine(np.pi * i / self.fade_in), 1.0)
         fade_from = self.total - self.fade_out
         if self.fade_out and start + n > fade_from:
             i = np.arange(start, start + n, dtype=np.float64)
             # 1 just before the fade, exactly 0 at the last sample (total - 1).
-            down = np.where(i < fade_from, 1.0,
-                            0.5 + 0.5 * np.cos(np.pi * (i - fade_from + 1) / self.fade_out))
+            down = np.where(
+                i < fade_from, 1.0, falling_cosine(np.pi * (i - fade_from + 1) / self.fade_out)
+            )
             gain = down if gain is None else gain * down
         return None if gain is None else gain.astype(np.float32)
 
@@ -675,24 +685,26 @@ class AmbientTrack:
             self._pass_frames += len(block)
             data = np.concatenate([self._pending, block])
             keep = min(self._xfade, len(data))
-            self._pending = data[len(data) - keep:]
-            return data[:len(data) - keep]
+            self._pending = data[len(data) - keep :]
+            return data[: len(data) - keep]
         # End of file: the held-back tail fades out while the head fades in (sum to one),
         # then the file goes on right after the head.
         if self._pass_frames == 0 and not len(self._pending):
             # A pass that gave nothing: the file was emptied or cut while we played it.
-            raise InputError("the audio file could no longer be read (was it changed?)",
-                             file=str(self.path))
+            raise InputError(
+                "the audio file could no longer be read (was it changed?)", file=str(self.path)
+            )
         tail = self._pending
         n = min(len(tail), len(self._head))
-        ramp = self._ramp if n == len(self._ramp) else _raised_cosine(n)
-        joint = (tail[len(tail) - n:] * (1 - ramp)[:, None]
-                 + self._head[:n] * ramp[:, None]).astype(np.float32)
+        ramp = self._ramp if n == len(self._ramp) else rising(n)
+        joint = (
+            tail[len(tail) - n :] * (1 - ramp)[:, None] + self._head[:n] * ramp[:, None]
+        ).astype(np.float32)
         self._seek_start()
         self._read_exact(self._xfade)  # skip the head, already played in the crossfade
         self._pending = joint[:0]
         self._pass_frames = 0
-        return np.concatenate([tail[:len(tail) - n], joint])
+        return np.concatenate([tail[: len(tail) - n], joint])
 
     def _read_file(self, frames: int) -> np.ndarray:
         """Up to ``frames`` frames as float32 stereo; fewer (or none) at the end of file."""
@@ -735,8 +747,9 @@ def probe_sound(path: Path) -> float:
             raise InputError("holds no samples", file=str(path))
         seconds = f.frames / f.samplerate
     if seconds > CLIP_MAX_SECONDS:
-        raise InputError(f"is {seconds:.0f} s long; a clip is at most {CLIP_MAX_SECONDS} s",
-                         file=str(path))
+        raise InputError(
+            f"is {seconds:.0f} s long; a clip is at most {CLIP_MAX_SECONDS} s", file=str(path)
+        )
     return seconds
 
 
@@ -782,10 +795,3 @@ def _to_stereo(data: np.ndarray) -> np.ndarray:
         return data
     mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float32)
     return np.repeat(mono[:, None], 2, axis=1)
-
-
-def _raised_cosine(n: int) -> np.ndarray:
-    """n gains rising from near 0 to near 1, symmetric so that ramp + reversed ramp == 1."""
-    import numpy as np
-
-    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / max(n, 1))).astype(np.float32)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
+from coach.dsp import falling_cosine, raised_cosine
 from coach.units import RATE, Seconds, to_samples
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ def _attack(n: int, seconds: Seconds) -> np.ndarray:
 
     k = max(2, min(n, to_samples(seconds)))
     gain = np.ones(n)
-    gain[:k] = 0.5 - 0.5 * np.cos(np.pi * np.arange(k) / k)
+    gain[:k] = raised_cosine(np.pi * np.arange(k) / k)
     return gain
 
 
@@ -234,7 +235,7 @@ def _fade(n: int, share: float) -> np.ndarray:
 
     k = max(2, round(n * share))
     gain = np.ones(n)
-    gain[n - k :] = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, k + 1) / k)
+    gain[n - k :] = falling_cosine(np.pi * np.arange(1, k + 1) / k)
     gain[-1] = 0.0
     return gain
 

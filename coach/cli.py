@@ -17,7 +17,7 @@ from pathlib import Path
 from coach import __version__
 from coach.errors import CoachError, UsageError
 from coach.routine import PACE_HINT, parse_pace
-from coach.yamlfile import parse_duration
+from coach.timetext import parse_duration
 
 
 def _pace(text: str) -> float:
@@ -99,29 +99,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the timeline as JSON")
     p = sub.add_parser("run", parents=[common], help="live, hands-free narration on the speakers")
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
-    p.add_argument("--device", metavar="NAME|INDEX",
-                   help="the output device (default: the system's); a wrong one lists them")
-    p.add_argument("--listen", action="store_true",
-                   help="obey spoken commands (pause, resume, next, back, repeat, faster, "
-                        "slower, more time, more pressure, lighter), offline")
-    p.add_argument("--mic", metavar="NAME|INDEX",
-                   help="the microphone for --listen (default: the system's); implies --listen")
+    p.add_argument(
+        "--device",
+        metavar="NAME|INDEX",
+        help="the output device (default: the system's); a wrong one lists them",
+    )
+    p.add_argument(
+        "--listen",
+        action="store_true",
+        help="obey spoken commands (pause, resume, next, back, repeat, faster, "
+        "slower, more time, more pressure, lighter), offline",
+    )
+    p.add_argument(
+        "--mic",
+        metavar="NAME|INDEX",
+        help="the microphone for --listen (default: the system's); implies --listen",
+    )
     p = sub.add_parser("render", parents=[common], help="write the session to an audio file")
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
-                   help="the file to write: .wav, .flac, .ogg or .mp3")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="the file to write: .wav, .flac, .ogg or .mp3",
+    )
     p.add_argument("--captions", action="store_true", help="also write OUT's name .vtt")
     p.add_argument("--chapters", action="store_true", help="one chapter a step (mp3, flac, ogg)")
-    p.add_argument("--split", action="store_true",
-                   help="one file a step in a folder named after OUT, with an .m3u playlist")
-    p.add_argument("--ambient", type=Path, metavar="FILE",
-                   help="a background track, looped or cut, lowered under speech")
-    p = sub.add_parser("record-list",
-                       help="every phrase a routine needs, to record in your own voice")
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="one file a step in a folder named after OUT, with an .m3u playlist",
+    )
+    p.add_argument(
+        "--ambient",
+        type=Path,
+        metavar="FILE",
+        help="a background track, looped or cut, lowered under speech",
+    )
+    p = sub.add_parser(
+        "record-list", help="every phrase a routine needs, to record in your own voice"
+    )
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("--voice", metavar="PACK", help="the voice pack to record for")
-    p.add_argument("--countdown", type=_seconds, metavar="SECONDS",
-                   help="as for run and render: the countdown phrases change with it")
+    p.add_argument(
+        "--countdown",
+        type=_seconds,
+        metavar="SECONDS",
+        help="as for run and render: the countdown phrases change with it",
+    )
     sub.add_parser("voices", help="the text-to-speech voices this machine has")
     return parser
 
@@ -143,8 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from coach.routine import builtin_routines, load_routine
+    from coach.timetext import format_duration
     from coach.voicepack import DEFAULT_PACK, available_packs, load_pack
-    from coach.yamlfile import format_duration
 
     print("Routines:")
     for name in builtin_routines():
@@ -198,8 +225,7 @@ def _prepare(args: argparse.Namespace, *, live: bool = False):  # type: ignore[n
         chimes=args.chimes,
         countdown=args.countdown,
     )
-    prepared = prepare(args.routine, options, progress=_progress("preparing speech", 20),
-                       live=live)
+    prepared = prepare(args.routine, options, progress=_progress("preparing speech", 20), live=live)
     for warning in prepared.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return prepared
@@ -222,8 +248,12 @@ def _progress(what: str, minimum: int, unit=str):  # type: ignore[no-untyped-def
     def show(done: int, total: int) -> None:
         if total >= minimum:
             end = "\n" if done >= total else ""
-            print(f"\r{what} {unit(done)} of {unit(total)} ({100 * done // max(total, 1)}%)",
-                  end=end, file=sys.stderr, flush=True)
+            print(
+                f"\r{what} {unit(done)} of {unit(total)} ({100 * done // max(total, 1)}%)",
+                end=end,
+                file=sys.stderr,
+                flush=True,
+            )
 
     return show
 
@@ -232,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from coach.live import run_live
     from coach.speakers import find_device
     from coach.terminal import Keys, Screen, Status, render_status
-    from coach.timeline import clock
+    from coach.timetext import clock
 
     device = find_device(args.device)  # before the work: a wrong device fails at once
     prepared = _prepare(args, live=True)
@@ -244,8 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     listen = args.listen or args.mic is not None
     if not screen.interactive:
-        print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}",
-              flush=True)
+        print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}", flush=True)
     said_voice = [""]
 
     def tick(player) -> None:  # type: ignore[no-untyped-def]
@@ -257,10 +286,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with Keys() as keys:
         try:
-            result = run_live(prepared, device=str(device.index), keys=keys,
-                              screen=show if screen.interactive else None,
-                              on_tick=tick if listen else None,
-                              listen=listen, mic=args.mic)
+            result = run_live(
+                prepared,
+                device=str(device.index),
+                keys=keys,
+                screen=show if screen.interactive else None,
+                on_tick=tick if listen else None,
+                listen=listen,
+                mic=args.mic,
+            )
         finally:
             screen.close()
     ending = "stopped" if result.quit else "finished"
@@ -277,19 +311,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from coach.render import RenderOptions, check_request, render
-    from coach.timeline import clock
+    from coach.timetext import clock
     from coach.units import RATE
 
-    options = RenderOptions(captions=args.captions, chapters=args.chapters, split=args.split,
-                            ambient=args.ambient)
+    options = RenderOptions(
+        captions=args.captions, chapters=args.chapters, split=args.split, ambient=args.ambient
+    )
     check_request(args.output, options)  # before the work, not after it
     prepared = _prepare(args)
-    result = render(prepared, args.output, options,
-                    progress=_progress("rendering", 60 * RATE, clock))
+    result = render(
+        prepared, args.output, options, progress=_progress("rendering", 60 * RATE, clock)
+    )
     tl = prepared.timeline
     main_file = result.written[0]
-    print(f"wrote {main_file} ({clock(tl.total)}, {len(tl.segments)} runs of "
-          f"{len(prepared.routine.steps)} steps)")
+    print(
+        f"wrote {main_file} ({clock(tl.total)}, {len(tl.segments)} runs of "
+        f"{len(prepared.routine.steps)} steps)"
+    )
     for extra in result.written[1:]:
         print(f"wrote {extra}")
     for note in result.notes:
@@ -302,7 +340,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 def format_table(prepared) -> str:  # type: ignore[no-untyped-def]
     """The timeline for people: one row a cue or chime, a row a run for its pulses."""
     from coach.session import pace_label
-    from coach.timeline import PULSE, clock
+    from coach.timeline import PULSE
+    from coach.timetext import clock
 
     tl = prepared.timeline
     lines = [
@@ -354,10 +393,14 @@ def cmd_record_list(args: argparse.Namespace) -> int:
     texts = sorted(script.texts() | live_texts(routine, pack, script))
     done = [t for t in texts if t in pack.clips]
     folder = pack.folder or Path(pack.id)
-    print(f"{routine.title}, voice pack {pack.id}: {len(texts)} phrases, {len(done)} "
-          f"recorded, {len(texts) - len(done)} to record.")
-    print(f"Record each as a WAV file in {folder} and list it under `clips:` in "
-          f"{folder / 'pack.yaml'}, the text exactly as shown:")
+    print(
+        f"{routine.title}, voice pack {pack.id}: {len(texts)} phrases, {len(done)} "
+        f"recorded, {len(texts) - len(done)} to record."
+    )
+    print(
+        f"Record each as a WAV file in {folder} and list it under `clips:` in "
+        f"{folder / 'pack.yaml'}, the text exactly as shown:"
+    )
     print()
     for text in texts:
         if text in pack.clips:

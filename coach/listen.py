@@ -107,8 +107,9 @@ class Recognizer:
         ps = _pocketsphinx()
         words = importlib.resources.files("coach") / "listen.dict"
         with importlib.resources.as_file(words) as path:
-            self._decoder = ps.Decoder(samprate=RATE, dict=str(path), fsgusefiller=False,
-                                       topn=32, loglevel="FATAL")
+            self._decoder = ps.Decoder(
+                samprate=RATE, dict=str(path), fsgusefiller=False, topn=32, loglevel="FATAL"
+            )
         d = self._decoder
         d.add_fsg("commands", d.create_fsg("commands", 0, 1, self._transitions()))
         phones = f"{ps.get_model_path()}/en-us-phone.lm.bin"
@@ -148,8 +149,9 @@ class Recognizer:
         phrase = " ".join(hyp.hypstr.split())
         if phrase not in COMMANDS:  # the search ended before the grammar did
             return None
-        spans = [(s.start_frame, s.end_frame) for s in self._decoder.seg()
-                 if not s.word.startswith("<")]
+        spans = [
+            (s.start_frame, s.end_frame) for s in self._decoder.seg() if not s.word.startswith("<")
+        ]
         if not spans:
             return None
         if (spans[-1][1] - spans[0][0] + 1) / 100 > MAX_COMMAND:
@@ -193,8 +195,13 @@ class Listener:
     times; those utterances are dropped before decoding.
     """
 
-    def __init__(self, recognizer: Recognizer, *, rate: int = RATE,
-                 gate: Callable[[float, float], bool] | None = None) -> None:
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        *,
+        rate: int = RATE,
+        gate: Callable[[float, float], bool] | None = None,
+    ) -> None:
         ps = _pocketsphinx()
         self.recognizer = recognizer
         self.gate = gate or (lambda start, end: False)

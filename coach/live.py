@@ -57,8 +57,20 @@ TAIL: Samples = to_samples(0.4)
 
 #: Every control a Player takes. "pause" toggles (a key); "hold" only pauses and
 #: "resume" only resumes (spoken words, which must not undo each other when heard twice).
-COMMANDS = ("pause", "hold", "resume", "next", "back", "repeat", "faster", "slower", "more",
-            "quit", "more_pressure", "less_pressure")
+COMMANDS = (
+    "pause",
+    "hold",
+    "resume",
+    "next",
+    "back",
+    "repeat",
+    "faster",
+    "slower",
+    "more",
+    "quit",
+    "more_pressure",
+    "less_pressure",
+)
 #: How long after the coach last made a sound (speech or a chime, heard in the room)
 #: the microphone is still taken to hear it: the room's echo, the sound server's buffers
 #: and the microphone's own latency.
@@ -116,15 +128,29 @@ class LivePlan:
     def _halfway_said(self, now: Samples) -> bool:
         return not any(e.role == "halfway" and e.start >= now for e in self.timeline.events)
 
-    def _rest(self, first_run: int, run_start: Samples, now: Samples,
-              factor: float | None = None, *, goes_on: bool = False) -> Timeline:
+    def _rest(
+        self,
+        first_run: int,
+        run_start: Samples,
+        now: Samples,
+        factor: float | None = None,
+        *,
+        goes_on: bool = False,
+    ) -> Timeline:
         """The rest from `now`. When the run under way `goes_on` (re-paced, lengthened),
         what it has already said is not said again, whenever it was meant to be."""
         said = [e for e in self.timeline.events if e.start < now] if goes_on else None
         self.timeline = build_rest(
-            self.script, self.sounds, factor=self.factor if factor is None else factor,
-            chimes=self.chimes, first_run=first_run, run_start=run_start, now=now,
-            more=self.more, said=said, halfway=not self._halfway_said(now),
+            self.script,
+            self.sounds,
+            factor=self.factor if factor is None else factor,
+            chimes=self.chimes,
+            first_run=first_run,
+            run_start=run_start,
+            now=now,
+            more=self.more,
+            said=said,
+            halfway=not self._halfway_said(now),
         )
         return self.timeline
 
@@ -193,9 +219,17 @@ class Player:
     be called from any thread: commands wait in a queue for the next round.
     """
 
-    def __init__(self, plan: LivePlan, bank: SoundBank, out: Any, *, gain: float,
-                 phrases: Callable[[str], str | None] | None = None,
-                 latency: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        plan: LivePlan,
+        bank: SoundBank,
+        out: Any,
+        *,
+        gain: float,
+        phrases: Callable[[str], str | None] | None = None,
+        latency: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.plan = plan
         self.bank = bank
         self.out = out  # a speakers.BlockQueue
@@ -272,8 +306,11 @@ class Player:
             self.quit = True
             self.message = "stopping"
             return
-        if name == "pause" or (name == "hold" and not self.paused) or (
-                name == "resume" and self.paused):
+        if (
+            name == "pause"
+            or (name == "hold" and not self.paused)
+            or (name == "resume" and self.paused)
+        ):
             self._toggle_pause()
             return
         if name in ("hold", "resume"):  # already so
@@ -443,8 +480,9 @@ class Player:
         self.out.finish()
         self.finished = True
 
-    def _put(self, block: np.ndarray, tag: tuple[Samples | None, int, Samples],
-             sounding: bool) -> None:
+    def _put(
+        self, block: np.ndarray, tag: tuple[Samples | None, int, Samples], sounding: bool
+    ) -> None:
         """Queue a block; if the coach sounds in it, note when the room will hear it."""
         if sounding:
             start = self.clock() + self.out.queued_frames() / RATE + self.latency
@@ -508,10 +546,17 @@ class LiveResult:
     ignored: int = 0  # sounds the microphone heard while the coach was sounding
 
 
-def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, screen: Any = None,
-             on_tick: Callable[[Player], None] | None = None,
-             phrases: Callable[[str], str | None] | None = None,
-             listen: bool = False, mic: str | None = None) -> LiveResult:
+def run_live(
+    prepared: Any,
+    *,
+    device: str | None = None,
+    keys: Any = None,
+    screen: Any = None,
+    on_tick: Callable[[Player], None] | None = None,
+    phrases: Callable[[str], str | None] | None = None,
+    listen: bool = False,
+    mic: str | None = None,
+) -> LiveResult:
     """Play a prepared session through the speakers until it ends or is quit.
 
     `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status;
@@ -529,8 +574,7 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
     volume = prepared.pack.volume
     bank = SoundBank(prepared.clips(), channels=channels, volume=volume)
     gain = session_gain(prepared.timeline, SoundBank(prepared.clips(), volume=volume))
-    plan = LivePlan(prepared.script, prepared.sounds, prepared.timeline,
-                    chimes=prepared.chimes)
+    plan = LivePlan(prepared.script, prepared.sounds, prepared.timeline, chimes=prepared.chimes)
     out = speakers.BlockQueue(channels)
     player = Player(plan, bank, out, gain=gain, phrases=phrases or phrase_lookup(prepared))
     voice = None
@@ -542,8 +586,7 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
     player.pump()
     stream = speakers.Output(dev, out, channels=channels, latency=LATENCY)
     stop = threading.Event()
-    feeder = threading.Thread(target=feed, args=(player, stop), name="coach-feeder",
-                              daemon=True)
+    feeder = threading.Thread(target=feed, args=(player, stop), name="coach-feeder", daemon=True)
     try:
         stream.start()
     except BaseException:
@@ -579,10 +622,16 @@ def run_live(prepared: Any, *, device: str | None = None, keys: Any = None, scre
         stream.stop()
     if interrupted:
         raise KeyboardInterrupt
-    return LiveResult(player.position(), stream.underruns, player.quit,
-                      tuple(voice.heard) if voice is not None else (), player.voice,
-                      voice.listener.counts.during_coach
-                      if voice is not None and voice.listener is not None else 0)
+    return LiveResult(
+        player.position(),
+        stream.underruns,
+        player.quit,
+        tuple(voice.heard) if voice is not None else (),
+        player.voice,
+        voice.listener.counts.during_coach
+        if voice is not None and voice.listener is not None
+        else 0,
+    )
 
 
 def control_phrases(routine: Routine, pack: VoicePack, script: Script) -> dict[str, str]:

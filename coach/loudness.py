@@ -231,6 +231,7 @@ def level_speech(x: np.ndarray, rate: int = RATE) -> np.ndarray:
     if limited is not gained and float(np.max(np.abs(gained))) > SPEECH_PEAK * 2:
         # Heavy limiting (over 6 dB) takes noticeable loudness away: measure and restore it.
         loud = estimate(limited, rate)
-        limited = limit(limited * np.float32(10 ** ((SPEECH_LUFS - loud) / 20)),
-                        SPEECH_PEAK * 0.999, rate)
+        limited = limit(
+            limited * np.float32(10 ** ((SPEECH_LUFS - loud) / 20)), SPEECH_PEAK * 0.999, rate
+        )
     return limited

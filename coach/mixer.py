@@ -147,8 +147,15 @@ class Mixer:
     synthesizes speech: that happened when the timeline was made.
     """
 
-    def __init__(self, timeline: Timeline, bank: SoundBank, *, under: Under | None = None,
-                 start: Samples = 0, gain: float = 1.0) -> None:
+    def __init__(
+        self,
+        timeline: Timeline,
+        bank: SoundBank,
+        *,
+        under: Under | None = None,
+        start: Samples = 0,
+        gain: float = 1.0,
+    ) -> None:
         self.timeline = timeline
         self.gain = gain
         self.bank = bank

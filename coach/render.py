@@ -22,6 +22,7 @@ from coach.errors import CoachError, UsageError
 from coach.mixer import Mixer, SoundBank, session_gain
 from coach.session import Prepared
 from coach.timeline import SPEECH, Event, Timeline
+from coach.timetext import stamp
 from coach.units import RATE, Samples, to_samples
 
 #: Frames the mixer makes at a time while rendering (a second: larger blocks cost less
@@ -108,8 +109,9 @@ def render(
         return _render(mixer, out, ext, options, progress)
 
 
-def _render(mixer: Mixer, out: Path, ext: str, options: RenderOptions,
-            progress: Progress) -> RenderResult:
+def _render(
+    mixer: Mixer, out: Path, ext: str, options: RenderOptions, progress: Progress
+) -> RenderResult:
     tl = mixer.timeline
     result = RenderResult()
     parts = step_parts(tl)
@@ -121,9 +123,7 @@ def _render(mixer: Mixer, out: Path, ext: str, options: RenderOptions,
             _pump(mixer, writer, tl.total, progress)
             if options.chapters:
                 if audiofile.chapter_support(ext):
-                    writer.add_chapters(
-                        [audiofile.Chapter(p.title, p.start, p.end) for p in parts]
-                    )
+                    writer.add_chapters([audiofile.Chapter(p.title, p.start, p.end) for p in parts])
                     result.notes.append(f"{len(parts)} chapters, one a step")
                 else:
                     result.notes.append(
@@ -140,8 +140,7 @@ def _render(mixer: Mixer, out: Path, ext: str, options: RenderOptions,
     return result
 
 
-def _pump(mixer: Mixer, writer: audiofile.AudioWriter, end: Samples,
-          progress: Progress) -> None:
+def _pump(mixer: Mixer, writer: audiofile.AudioWriter, end: Samples, progress: Progress) -> None:
     """Mix up to `end` into the writer, reporting progress through the whole session."""
     while mixer.position < end:
         writer.write(mixer.read(min(BLOCK, end - mixer.position)))
@@ -171,8 +170,10 @@ def split_folder(out: Path) -> Path:
 
 
 def _is_our_split(folder: Path, out: Path) -> bool:
-    return folder.is_dir() and (folder / f"{out.stem}.m3u").is_file() and all(
-        p.suffix in (*audiofile.FORMATS, ".m3u", ".vtt") for p in folder.iterdir()
+    return (
+        folder.is_dir()
+        and (folder / f"{out.stem}.m3u").is_file()
+        and all(p.suffix in (*audiofile.FORMATS, ".m3u", ".vtt") for p in folder.iterdir())
     )
 
 
@@ -180,13 +181,21 @@ def _slug(title: str) -> str:
     return re.sub(r"[^\w\- ]+", "", title).strip()[:60] or "step"
 
 
-def _render_split(mixer: Mixer, out: Path, ext: str, parts: list[Part],
-                  options: RenderOptions, result: RenderResult, progress: Progress) -> None:
+def _render_split(
+    mixer: Mixer,
+    out: Path,
+    ext: str,
+    parts: list[Part],
+    options: RenderOptions,
+    result: RenderResult,
+    progress: Progress,
+) -> None:
     """One file a step in a folder named after OUT, with an .m3u playlist; the folder is
     made under a temporary name and moved into place whole."""
     folder = split_folder(out)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".coach-tmp",
-                                    dir=folder.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".coach-tmp", dir=folder.parent)
+    )
     try:
         playlist = ["#EXTM3U"]
         for i, part in enumerate(parts):
@@ -218,14 +227,6 @@ def _render_split(mixer: Mixer, out: Path, ext: str, parts: list[Part],
     result.notes.append(f"{len(parts)} files, one a step, in {folder}")
 
 
-def _stamp(samples: Samples) -> str:
-    ms = round(samples * 1000 / RATE)
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
-
-
 def webvtt(events: tuple[Event, ...], start: Samples, end: Samples) -> str:
     """WebVTT captions of the spoken cues between start and end, timed from start."""
     lines = ["WEBVTT", ""]
@@ -235,5 +236,5 @@ def webvtt(events: tuple[Event, ...], start: Samples, end: Samples) -> str:
             continue
         n += 1
         text = e.text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        lines += [str(n), f"{_stamp(e.start - start)} --> {_stamp(e.end - start)}", text, ""]
+        lines += [str(n), f"{stamp(e.start - start)} --> {stamp(e.end - start)}", text, ""]
     return "\n".join(lines)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from coach import yamlfile
 from coach.errors import RoutineError, UsageError
+from coach.timetext import format_duration
 from coach.units import Seconds
-from coach.yamlfile import Field, format_duration
+from coach.yamlfile import Field
 
 FORMAT_VERSION = 1
 SIDES = ("left", "right")
@@ -77,8 +78,10 @@ class Routine:
 
 def pace_name(factor: float, places: int = 6) -> str | None:
     """slow, normal or brisk when the factor is one of theirs (to `places` decimals)."""
-    return next((name for name, value in PACES.items()
-                 if round(value, places) == round(factor, places)), None)
+    return next(
+        (name for name, value in PACES.items() if round(value, places) == round(factor, places)),
+        None,
+    )
 
 
 def parse_pace(text: str) -> float | None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from coach.speech import SpeechCache, SpeechSettings
 
+
 @dataclass(frozen=True)
 class Options:
     """The options preview, run and render share."""
@@ -150,8 +151,16 @@ def prepare(
     )
     timeline = build(script, sounds, pacing)
     return Prepared(
-        routine, pack, script, timeline, tuple(warnings), settings, cache, sounds,
-        options.chimes, recorded,
+        routine,
+        pack,
+        script,
+        timeline,
+        tuple(warnings),
+        settings,
+        cache,
+        sounds,
+        options.chimes,
+        recorded,
     )
 
 

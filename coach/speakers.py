@@ -31,8 +31,7 @@ from coach.units import RATE
 if TYPE_CHECKING:
     import numpy as np
 
-NO_DEVICE = ("no audio output device; use `coach render` to make a file, "
-             "or pick one with --device")
+NO_DEVICE = "no audio output device; use `coach render` to make a file, or pick one with --device"
 
 
 class AudioDeviceError(CoachError):
@@ -61,12 +60,16 @@ def _sounddevice() -> Any:
     try:
         import sounddevice
     except OSError as e:  # "PortAudio library not found"
-        raise AudioDeviceError(f"cannot play audio: {e}; install PortAudio: "
-                               "apt install libportaudio2 (or use `coach render` to make a "
-                               "file)") from e
+        raise AudioDeviceError(
+            f"cannot play audio: {e}; install PortAudio: "
+            "apt install libportaudio2 (or use `coach render` to make a "
+            "file)"
+        ) from e
     except ImportError as e:
-        raise AudioDeviceError("cannot play audio: the sounddevice package is missing; "
-                               "install it: pip install sounddevice") from e
+        raise AudioDeviceError(
+            "cannot play audio: the sounddevice package is missing; "
+            "install it: pip install sounddevice"
+        ) from e
     except Exception as e:  # sounddevice.PortAudioError from Pa_Initialize
         raise AudioDeviceError(f"cannot start PortAudio: {_one_line(e)}") from e
     return sounddevice
@@ -94,9 +97,13 @@ def _devices(kind: str) -> list[Device]:
     except sd.PortAudioError as e:
         raise AudioDeviceError(f"cannot list audio devices: {_one_line(e)}") from e
     return [
-        Device(index=info["index"], name=info["name"], channels=info[f"max_{kind}_channels"],
-               default_rate=float(info["default_samplerate"]),
-               is_default=info["index"] == default)
+        Device(
+            index=info["index"],
+            name=info["name"],
+            channels=info[f"max_{kind}_channels"],
+            default_rate=float(info["default_samplerate"]),
+            is_default=info["index"] == default,
+        )
         for info in found
         if info[f"max_{kind}_channels"] > 0
     ]
@@ -160,8 +167,9 @@ def _pick(spec: str | None, devices: list[Device], kind: str, option: str) -> De
         return matches[0]
     if not matches:
         raise AudioDeviceError(f"no {kind} device matches {spec!r}; {choices}")
-    raise AudioDeviceError(f"{spec!r} matches several devices: {_listing(matches)}; "
-                           "use more of the name or the index")
+    raise AudioDeviceError(
+        f"{spec!r} matches several devices: {_listing(matches)}; use more of the name or the index"
+    )
 
 
 class BlockSource(Protocol):
@@ -195,8 +203,15 @@ class Output:
     every minute or so on a two-core machine; "high" gave 35 ms (417 frames) and none.
     """
 
-    def __init__(self, device: Device, source: BlockSource, *, rate: int = RATE,
-                 channels: int = 2, latency: float | str = "low") -> None:
+    def __init__(
+        self,
+        device: Device,
+        source: BlockSource,
+        *,
+        rate: int = RATE,
+        channels: int = 2,
+        latency: float | str = "low",
+    ) -> None:
         self.device = device
         self.source = source
         self.rate = rate
@@ -214,15 +229,21 @@ class Output:
         stream = None
         try:
             stream = sd.OutputStream(
-                device=self.device.index, samplerate=self.rate, channels=self.channels,
-                dtype="float32", latency=self._requested_latency, callback=self._callback)
+                device=self.device.index,
+                samplerate=self.rate,
+                channels=self.channels,
+                dtype="float32",
+                latency=self._requested_latency,
+                callback=self._callback,
+            )
             stream.start()
         except (sd.PortAudioError, ValueError) as e:
             if stream is not None:
                 stream.close(ignore_errors=True)
             raise AudioDeviceError(
                 f"cannot play on audio device {self.device} ({_one_line(e)}); close programs "
-                "that use it, or pick another with --device") from e
+                "that use it, or pick another with --device"
+            ) from e
         self._stream = stream
         self.latency = float(stream.latency)
 
@@ -269,8 +290,7 @@ class BlockQueue:
     def __init__(self, channels: int = 2) -> None:
         self.channels = channels
         # (block, tag, tag of the block put before it); the callback takes from the left.
-        self._blocks: collections.deque[tuple[np.ndarray, object, object]] = (
-            collections.deque())
+        self._blocks: collections.deque[tuple[np.ndarray, object, object]] = collections.deque()
         # Callback side.
         self._block: np.ndarray | None = None
         self._tag: object = None
@@ -290,8 +310,9 @@ class BlockQueue:
 
         data = np.ascontiguousarray(block, dtype=np.float32)
         if data.ndim != 2 or data.shape[1] != self.channels:
-            raise ValueError(f"expected a block of shape (frames, {self.channels}), "
-                             f"got {data.shape}")
+            raise ValueError(
+                f"expected a block of shape (frames, {self.channels}), got {data.shape}"
+            )
         if not len(data):
             return
         self._finishing = False
@@ -353,7 +374,7 @@ class BlockQueue:
                     break
                 offset = 0
             n = min(frames - done, len(block) - offset)
-            out[done:done + n] = block[offset:offset + n]
+            out[done : done + n] = block[offset : offset + n]
             done += n
             offset += n
         self._block, self._offset = block, offset
@@ -383,8 +404,9 @@ class Input:
     microphone that has stopped (unplugged) from one in a quiet room.
     """
 
-    def __init__(self, device: Device, on_audio: Any, *, rate: int = 16000,
-                 block: float = 0.03) -> None:
+    def __init__(
+        self, device: Device, on_audio: Any, *, rate: int = 16000, block: float = 0.03
+    ) -> None:
         self.device = device
         self.on_audio = on_audio
         self.rate = rate
@@ -403,8 +425,13 @@ class Input:
             stream = None
             try:
                 stream = sd.RawInputStream(
-                    device=self.device.index, samplerate=rate, channels=1, dtype="int16",
-                    blocksize=round(rate * self.block), callback=self._callback)
+                    device=self.device.index,
+                    samplerate=rate,
+                    channels=1,
+                    dtype="int16",
+                    blocksize=round(rate * self.block),
+                    callback=self._callback,
+                )
                 stream.start()
             except (sd.PortAudioError, ValueError) as e:
                 if stream is not None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coach import loudness
+from coach.dsp import raised_cosine
 from coach.errors import SpeechError
 from coach.units import RATE, Samples
 
@@ -92,8 +93,14 @@ def list_voices() -> list[Voice]:
             lang.decode("utf-8", "replace") if isinstance(lang, bytes) else str(lang)
             for lang in (v.languages or ())
         )
-        voices.append(Voice(id=str(v.id), name=str(v.name), languages=languages,
-                            gender=str(v.gender) if v.gender else None))
+        voices.append(
+            Voice(
+                id=str(v.id),
+                name=str(v.name),
+                languages=languages,
+                gender=str(v.gender) if v.gender else None,
+            )
+        )
     return voices
 
 
@@ -243,8 +250,9 @@ def _finish_clip(raw: Path, text: str) -> np.ndarray:
     except (OSError, EOFError, wave.Error) as e:
         raise SpeechError(f"text-to-speech wrote no usable audio for {text!r}: {e}") from e
     if width != 2:
-        raise SpeechError(f"text-to-speech wrote {8 * width}-bit audio for {text!r}; "
-                          "only 16-bit is supported")
+        raise SpeechError(
+            f"text-to-speech wrote {8 * width}-bit audio for {text!r}; only 16-bit is supported"
+        )
     x = np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768)
     if channels > 1:
         x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1)
@@ -258,7 +266,7 @@ def _finish_clip(raw: Path, text: str) -> np.ndarray:
     seg = loudness.level_speech(seg, rate)
     y = soxr.resample(seg, rate, RATE, quality="HQ").astype(np.float32)
     n = min(round(FADE * RATE), len(y) // 2)
-    ramp = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, n))).astype(np.float32)
+    ramp = raised_cosine(np.linspace(0.0, np.pi, n)).astype(np.float32)
     y[:n] *= ramp
     y[len(y) - n :] *= ramp[::-1]
     return np.clip(np.round(y * 32768), -32768, 32767).astype("<i2")
@@ -424,8 +432,9 @@ class Synthesizer:
     terminated and SpeechError is raised.
     """
 
-    def __init__(self, cache: SpeechCache, *, workers: int | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, cache: SpeechCache, *, workers: int | None = None, timeout: float = 30.0
+    ) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.cache = cache
@@ -434,8 +443,12 @@ class Synthesizer:
         #: How many clips this synthesizer has made (cache hits do not count).
         self.synthesized = 0
 
-    def ensure(self, texts: Iterable[str], settings: SpeechSettings,
-               progress: Callable[[int, int], None] | None = None) -> dict[str, Samples]:
+    def ensure(
+        self,
+        texts: Iterable[str],
+        settings: SpeechSettings,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Samples]:
         """Lengths (samples at RATE) of every distinct text; synthesizes the ones not cached yet.
 
         On return every text's clip is in the cache and ``cache.load`` gives exactly that
@@ -473,8 +486,12 @@ class Synthesizer:
             k += 1
         return k
 
-    def _synthesize(self, texts: list[str], settings: SpeechSettings,
-                    progress: Callable[[int, int], None] | None) -> dict[str, Samples]:
+    def _synthesize(
+        self,
+        texts: list[str],
+        settings: SpeechSettings,
+        progress: Callable[[int, int], None] | None,
+    ) -> dict[str, Samples]:
         import multiprocessing
         from multiprocessing.connection import wait
 
@@ -486,11 +503,13 @@ class Synthesizer:
         try:
             self.cache.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise SpeechError(f"cannot create the speech cache {self.cache.directory}: "
-                              f"{e.strerror}") from e
+            raise SpeechError(
+                f"cannot create the speech cache {self.cache.directory}: {e.strerror}"
+            ) from e
         tag = uuid.uuid4().hex
-        jobs = [_Job(i, t, self.cache.directory / f".raw-{tag}-{i}.wav")
-                for i, t in enumerate(texts)]
+        jobs = [
+            _Job(i, t, self.cache.directory / f".raw-{tag}-{i}.wav") for i, t in enumerate(texts)
+        ]
         todo = deque(jobs)
         total = len(jobs)
         lengths: dict[str, Samples] = {}
@@ -513,11 +532,14 @@ class Synthesizer:
             w.since = time.monotonic()
             feed(w)  # before post-processing, so the worker does not wait for us
             if kind == "bad-voice":
-                raise SpeechError(f"unknown voice {settings.voice!r}: the text-to-speech "
-                                  "engine rejected it; pick one of its installed voices")
+                raise SpeechError(
+                    f"unknown voice {settings.voice!r}: the text-to-speech "
+                    "engine rejected it; pick one of its installed voices"
+                )
             if kind == "failed":
-                raise SpeechError(f"text-to-speech failed on {_short(job.text)}: {msg[2]}; "
-                                  f"{_check_hint()}")
+                raise SpeechError(
+                    f"text-to-speech failed on {_short(job.text)}: {msg[2]}; {_check_hint()}"
+                )
             pcm = _finish_clip(job.raw, job.text)
             job.raw.unlink(missing_ok=True)
             lengths[job.text] = self.cache._store(job.text, settings, pcm)
@@ -530,8 +552,12 @@ class Synthesizer:
                 progress(0, total)
             for _ in range(self.worker_count(total)):
                 parent_end, child_end = ctx.Pipe()
-                process = ctx.Process(target=_worker_main, name="coach-tts", daemon=True,
-                                      args=(child_end, driver, self.timeout))
+                process = ctx.Process(
+                    target=_worker_main,
+                    name="coach-tts",
+                    daemon=True,
+                    args=(child_end, driver, self.timeout),
+                )
                 process.start()
                 child_end.close()
                 worker = _Worker(process, parent_end)
@@ -544,7 +570,8 @@ class Synthesizer:
                 if left <= 0:
                     raise SpeechError(
                         f"text-to-speech took over {self.timeout:g} s on "
-                        f"{_short(late.jobs[0].text)}; {_check_hint()}")
+                        f"{_short(late.jobs[0].text)}; {_check_hint()}"
+                    )
                 wait([w.conn for w in busy] + [w.process.sentinel for w in busy], left)
                 for w in busy:
                     try:
@@ -555,7 +582,8 @@ class Synthesizer:
                     if w.jobs and not w.process.is_alive():
                         raise SpeechError(
                             f"text-to-speech stopped (exit code {w.process.exitcode}) on "
-                            f"{_short(w.jobs[0].text)}; {_check_hint()}")
+                            f"{_short(w.jobs[0].text)}; {_check_hint()}"
+                        )
             ok = True
         finally:
             _stop(workers, graceful=ok)

@@ -32,6 +32,7 @@ from types import FrameType, TracebackType
 from typing import Any, TextIO
 
 from coach.routine import pace_name
+from coach.timetext import countdown_clock
 
 # -- Keys ---------------------------------------------------------------------------
 
@@ -261,14 +262,6 @@ BAR_WIDTH = 60
 ELLIPSIS = "…"
 
 
-def format_clock(seconds: float) -> str:
-    """m:ss, or h:mm:ss from an hour on; a time left is rounded up (0.2 s left is 0:01)."""
-    total = max(0, math.ceil(seconds - 0.001)) if math.isfinite(seconds) else 0
-    h, rest = divmod(total, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def pace_text(pace: float) -> str:
     """'pace 1.00x (normal)'; only slow, normal and brisk have a name."""
     shown = f"{pace:.2f}"
@@ -327,7 +320,9 @@ def render_status(status: Status, width: int = 80) -> list[str]:
     width = max(0, width)
     if s.step is None:
         step_line = _framed("", s.step_title, f" ({s.side} side)" if s.side else "", width)
-        times = f"session {format_clock(s.session_left)} left of {format_clock(s.session_total)}"
+        times = (
+            f"session {countdown_clock(s.session_left)} left of {countdown_clock(s.session_total)}"
+        )
     else:
         step_line = _framed(
             f"Step {s.step} of {s.steps}: ",
@@ -336,8 +331,8 @@ def render_status(status: Status, width: int = 80) -> list[str]:
             width,
         )
         times = (
-            f"step {format_clock(s.step_left):>5} left    "
-            f"session {format_clock(s.session_left)} left of {format_clock(s.session_total)}"
+            f"step {countdown_clock(s.step_left):>5} left    "
+            f"session {countdown_clock(s.session_left)} left of {countdown_clock(s.session_total)}"
         )
     if s.session_total > 0 and math.isfinite(s.session_left):
         done = min(1.0, max(0.0, 1.0 - s.session_left / s.session_total))

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 from coach.errors import UsageError
 from coach.routine import Routine
+from coach.timetext import clock, format_duration
 from coach.units import RATE, Samples, Seconds, to_samples, to_seconds
 from coach.voicepack import VoicePack
-from coach.yamlfile import format_duration
 
 #: Silence kept between two spoken cues.
 GAP: Samples = to_samples(0.35)
@@ -240,8 +240,12 @@ class _Placer:
     text), or, without `said`, when its wanted time is before `after`.
     """
 
-    def __init__(self, sounds: Sounds, after: Samples | None = None,
-                 said: Counter[tuple[int | None, str | None, str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        sounds: Sounds,
+        after: Samples | None = None,
+        said: Counter[tuple[int | None, str | None, str, str]] | None = None,
+    ) -> None:
         self.sounds = sounds
         self.events: list[Event] = []
         self.seq = 0
@@ -284,7 +288,12 @@ class _Placer:
 
 
 def _place_run(
-    p: _Placer, index: int, run: Run, start: Samples, factor: float, chimes: bool,
+    p: _Placer,
+    index: int,
+    run: Run,
+    start: Samples,
+    factor: float,
+    chimes: bool,
     more: Samples = 0,
 ) -> tuple[Segment, Samples]:
     """Place one run from `start` (`more` samples longer than its time asks); returns
@@ -345,8 +354,11 @@ def _layout(
     spoken = None
     if said is not None:
         # A countdown is said again if the step has been lengthened since.
-        spoken = Counter((e.step, e.side, e.role, e.text) for e in said
-                         if e.kind == SPEECH and e.role != "countdown")
+        spoken = Counter(
+            (e.step, e.side, e.role, e.text)
+            for e in said
+            if e.kind == SPEECH and e.role != "countdown"
+        )
     p = _Placer(sounds, after, spoken)
     segments: list[Segment] = []
     limits: list[Samples] = []
@@ -459,8 +471,15 @@ def build_rest(
     before `now` are. The halfway cue is placed again only if `halfway`.
     """
     events, segments, limits, total = _layout(
-        script, sounds, factor, chimes, first=first_run, start=run_start, after=now,
-        more=more, said=said,
+        script,
+        sounds,
+        factor,
+        chimes,
+        first=first_run,
+        start=run_start,
+        after=now,
+        more=more,
+        said=said,
     )
     if halfway:
         cue = _place_halfway(script, sounds, events, segments, limits, after=now)
@@ -515,9 +534,3 @@ def _place_halfway(
             "halfway",
         )
     return None
-
-
-def clock(samples: Samples) -> str:
-    """m:ss.s, for tables and messages."""
-    m, s = divmod(to_seconds(samples), 60)
-    return f"{int(m)}:{s:04.1f}"

@@ -10,7 +10,6 @@ tags other than YAML's plain core types, undecodable bytes and absurd nesting.
 from __future__ import annotations
 
 import math
-import re
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import NoReturn
 import yaml
 
 from coach.errors import InputError
+from coach.timetext import parse_duration
 from coach.units import Seconds
 
 MAX_BYTES = 1_000_000
@@ -123,34 +123,6 @@ _KIND = {
     _CORE + "seq": "a list",
     _CORE + "map": "a mapping",
 }
-
-_DURATION = re.compile(
-    r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$"
-)
-
-
-def parse_duration(text: str) -> Seconds | None:
-    """`45s`, `1m`, `1m30s`, `2m`, `1h`, `90` -> seconds; None when it is not a duration."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    m = _DURATION.match(text)
-    if not m or not any(m.groups()):
-        return None
-    h, mins, s = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mins * 60 + s
-
-
-def format_duration(seconds: Seconds) -> str:
-    """The inverse of parse_duration, for messages: 90 -> '1m30s'."""
-    if seconds < 60:
-        return f"{seconds:g}s"
-    m, s = divmod(seconds, 60)
-    return f"{int(m)}m{s:g}s" if s else f"{int(m)}m"
 
 
 @dataclass(frozen=True)

@@ -47,20 +47,24 @@ SR = listen.RATE
 
 
 def espeak(text: str, voice: str, speed: int) -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-                         capture_output=True, check=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
+        capture_output=True,
+        check=True,
+    ).stdout
     y, rate = sf.read(io.BytesIO(wav), dtype="float64")
     return soxr.resample(y, rate, SR)
 
 
-def stream(listener: listen.Listener, audio: bytes, t0: float = 0.0
-           ) -> list[tuple[listen.Heard, float, float]]:
+def stream(
+    listener: listen.Listener, audio: bytes, t0: float = 0.0
+) -> list[tuple[listen.Heard, float, float]]:
     """Feed `audio` in 30 ms blocks; each command with the stream time at which it was
     decided and the wall time its block took."""
     out = []
     block = round(0.03 * SR) * 2
     for k in range(0, len(audio), block):
-        chunk = audio[k: k + block]
+        chunk = audio[k : k + block]
         captured = t0 + (k + len(chunk)) / 2 / SR
         began = time.perf_counter()
         heard = listener.feed(chunk, captured)
@@ -92,8 +96,9 @@ def recognition() -> tuple[list[float], list[float]]:
     waits, decodes = [], []
     wrong = []
     for start, end, command, voice, speed, noise in truth:
-        got = [(h, at, took) for h, at, took in results
-               if h.start < end + 0.3 and h.end > start - 0.3]
+        got = [
+            (h, at, took) for h, at, took in results if h.start < end + 0.3 and h.end > start - 0.3
+        ]
         ok = len(got) == 1 and got[0][0].phrase == command
         for key in ("all", f"noise {noise or 'none'}", f"voice {voice}", f"rate {speed}"):
             total[key] += 1
@@ -103,14 +108,20 @@ def recognition() -> tuple[list[float], list[float]]:
             waits.append(at - end)
             decodes.append(took)
         else:
-            wrong.append(f"{command!r} ({voice}, {speed} wpm, noise {noise}) -> "
-                         f"{[g[0].phrase for g in got] or 'nothing'}")
-    print(f"recognition: {right['all']}/{total['all']} commands "
-          f"({100 * right['all'] / total['all']:.1f}%; goal: at least 95%)")
+            wrong.append(
+                f"{command!r} ({voice}, {speed} wpm, noise {noise}) -> "
+                f"{[g[0].phrase for g in got] or 'nothing'}"
+            )
+    print(
+        f"recognition: {right['all']}/{total['all']} commands "
+        f"({100 * right['all'] / total['all']:.1f}%; goal: at least 95%)"
+    )
     for key in sorted(total):
         if key != "all":
-            print(f"  {key:<22} {right[key]:>3}/{total[key]:<3} "
-                  f"({100 * right[key] / total[key]:.0f}%)")
+            print(
+                f"  {key:<22} {right[key]:>3}/{total[key]:<3} "
+                f"({100 * right[key] / total[key]:.0f}%)"
+            )
     for line in wrong:
         print(f"  missed: {line}")
     print(f"  utterances {listener.counts.utterances}, rejected {listener.counts.rejected}")
@@ -121,8 +132,11 @@ def false_triggers() -> None:
     from coach.render import render
     from coach.session import Options, prepare
 
-    sessions = [(r, v) for r in ("upper-back-basics", "upper-back-fist-rocking")
-                for v in ("calm-en", "brisk-en")]
+    sessions = [
+        (r, v)
+        for r in ("upper-back-basics", "upper-back-fist-rocking")
+        for v in ("calm-en", "brisk-en")
+    ]
     totals = {"gate": 0, "no gate": 0}
     heard_without: list[str] = []
     heard_with: list[str] = []
@@ -135,8 +149,9 @@ def false_triggers() -> None:
             render(prepared, path)
             audio, rate = sf.read(str(path), dtype="float64")
             data = listen.to_pcm(audio.mean(axis=1), rate, seed=2)
-            spans = [(e.start / RATE, e.end / RATE) for e in prepared.timeline.events
-                     if e.kind != PULSE]
+            spans = [
+                (e.start / RATE, e.end / RATE) for e in prepared.timeline.events if e.kind != PULSE
+            ]
 
             def sounding(start: float, end: float, spans=spans) -> bool:
                 return any(a <= end and start <= b + ECHO_TAIL for a, b in spans)
@@ -146,25 +161,36 @@ def false_triggers() -> None:
             open_ = listen.Listener(recognizer)
             through = stream(gated, data)
             totals["gate"] += len(through)
-            heard_with += [f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})"
-                           for h, _, _ in through]
+            heard_with += [
+                f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})" for h, _, _ in through
+            ]
             found = stream(open_, data)
             totals["no gate"] += len(found)
-            heard_without += [f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})"
-                              for h, _, _ in found]
+            heard_without += [
+                f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})" for h, _, _ in found
+            ]
             ignored += gated.counts.during_coach
             session_hours += len(data) / 2 / SR / 3600
-            speech_hours += sum(e.end - e.start for e in prepared.timeline.events
-                                if e.kind == "speech") / RATE / 3600
-    print(f"false triggers, coach's own speech fed back: {session_hours:.2f} h of sessions "
-          f"holding {speech_hours:.2f} h of speech")
-    print(f"  with the gate (as live): {totals['gate']} "
-          f"({totals['gate'] / speech_hours:.1f} per hour of speech; goal: 0); "
-          f"{ignored} utterances ignored")
+            speech_hours += (
+                sum(e.end - e.start for e in prepared.timeline.events if e.kind == "speech")
+                / RATE
+                / 3600
+            )
+    print(
+        f"false triggers, coach's own speech fed back: {session_hours:.2f} h of sessions "
+        f"holding {speech_hours:.2f} h of speech"
+    )
+    print(
+        f"  with the gate (as live): {totals['gate']} "
+        f"({totals['gate'] / speech_hours:.1f} per hour of speech; goal: 0); "
+        f"{ignored} utterances ignored"
+    )
     for line in heard_with[:12]:
         print(f"    {line}")
-    print(f"  without the gate (recognizer alone): {totals['no gate']} "
-          f"({totals['no gate'] / speech_hours:.1f} per hour of speech)")
+    print(
+        f"  without the gate (recognizer alone): {totals['no gate']} "
+        f"({totals['no gate'] / speech_hours:.1f} per hour of speech)"
+    )
     for line in heard_without[:12]:
         print(f"    {line}")
 
@@ -174,11 +200,13 @@ def main() -> int:
     waits, decodes = recognition()
     player = BLOCK / RATE + LATENCY
     effect = [w + d + player for w, d in zip(waits, decodes, strict=True)]
-    print(f"command to effect: median {1000 * statistics.median(effect):.0f} ms, "
-          f"max {1000 * max(effect):.0f} ms (goal: under 1 s): endpointer wait median "
-          f"{1000 * statistics.median(waits):.0f} ms, decoding median "
-          f"{1000 * statistics.median(decodes):.0f} ms max {1000 * max(decodes):.0f} ms, "
-          f"player {1000 * player:.0f} ms")
+    print(
+        f"command to effect: median {1000 * statistics.median(effect):.0f} ms, "
+        f"max {1000 * max(effect):.0f} ms (goal: under 1 s): endpointer wait median "
+        f"{1000 * statistics.median(waits):.0f} ms, decoding median "
+        f"{1000 * statistics.median(decodes):.0f} ms max {1000 * max(decodes):.0f} ms, "
+        f"player {1000 * player:.0f} ms"
+    )
     false_triggers()
     print(f"bench time {time.perf_counter() - began:.0f} s")
     return 0

@@ -41,13 +41,15 @@ steps:
     tips:
       - after: 8s
         say: Breathe out, and let your weight sink in.
-""" for i in range(6))
+"""
+    for i in range(6)
+)
 
 
 def onset(signal: np.ndarray, template: np.ndarray, around: int, search: int) -> int:
     """Where `template` starts in `signal`, looking +-search samples around `around`."""
     lo = max(0, around - search)
-    window = signal[lo: around + search + len(template)]
+    window = signal[lo : around + search + len(template)]
     corr = np.correlate(window, template, mode="valid")
     return lo + int(np.argmax(corr))
 
@@ -83,14 +85,15 @@ def main() -> None:
 
         # The constant latency: where the whole session fits the recording best.
         size = 1 << (len(recording) + len(reference)).bit_length()
-        corr = np.fft.irfft(np.fft.rfft(recording, size) * np.conj(np.fft.rfft(reference, size)),
-                            size)
+        corr = np.fft.irfft(
+            np.fft.rfft(recording, size) * np.conj(np.fft.rfft(reference, size)), size
+        )
         begin = int(np.argmax(corr[: len(recording) - len(reference) + 1]))
         errors = []
         for e in tl.events:
             if e.start + RATE // 4 > len(reference):
                 continue
-            template = reference[e.start: e.start + RATE // 4]
+            template = reference[e.start : e.start + RATE // 4]
             found = onset(recording, template, begin + e.start, RATE // 10) - begin
             error = (found - e.start) / RATE * 1000
             errors.append(abs(error))
@@ -98,12 +101,16 @@ def main() -> None:
                 print(f"  {e.start / RATE:7.2f} s {e.kind:6} {error:+8.2f} ms")
         errors.sort()
         p95 = errors[min(len(errors) - 1, round(0.95 * (len(errors) - 1)))]
-        print(f"session: {tl.total / RATE:.1f} s, {len(errors)} onsets "
-              f"({sum(e.kind == SPEECH for e in tl.events)} spoken cues, chimes and pulses); "
-              f"output started {begin / RATE * 1000:.0f} ms into the recording "
-              f"(run_live called {(started - rec.started) * 1000:.0f} ms in)")
-        print(f"onset error: median {statistics.median(errors):.2f} ms, p95 {p95:.2f} ms, "
-              f"max {errors[-1]:.2f} ms (goals: median under 5 ms, p95 under 20 ms)")
+        print(
+            f"session: {tl.total / RATE:.1f} s, {len(errors)} onsets "
+            f"({sum(e.kind == SPEECH for e in tl.events)} spoken cues, chimes and pulses); "
+            f"output started {begin / RATE * 1000:.0f} ms into the recording "
+            f"(run_live called {(started - rec.started) * 1000:.0f} ms in)"
+        )
+        print(
+            f"onset error: median {statistics.median(errors):.2f} ms, p95 {p95:.2f} ms, "
+            f"max {errors[-1]:.2f} ms (goals: median under 5 ms, p95 under 20 ms)"
+        )
         print(f"underruns with the other core busy: {result.underruns} (goal: 0)")
 
         # Pause to silence: pause in the middle of a cue; the coach says nothing about it.
@@ -122,10 +129,12 @@ def main() -> None:
             time.sleep(0.3)
         audio = np.abs(rec.samples).max(axis=1)
         key = rec.frame_at(pressed[0])
-        loud = np.flatnonzero(audio[key: key + RATE] > 1e-4)
+        loud = np.flatnonzero(audio[key : key + RATE] > 1e-4)
         silent_after = (loud[-1] + 1) if len(loud) else 0
-        print(f"pause to silence: {silent_after / RATE * 1000:.1f} ms (goal: under 50 ms; "
-              f"sound already sent to the device plays out, then a 12 ms fade)")
+        print(
+            f"pause to silence: {silent_after / RATE * 1000:.1f} ms (goal: under 50 ms; "
+            f"sound already sent to the device plays out, then a 12 ms fade)"
+        )
 
 
 if __name__ == "__main__":

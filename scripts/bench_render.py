@@ -75,12 +75,17 @@ def main() -> None:
     (work / "cli").mkdir()
     floor = espeak_floor(texts, prepared.voice_id, prepared.rate, work / "cli")
     print(f"routine: {minutes:.1f} min session, {len(texts)} distinct cues")
-    print(f"cold render (synthesis + mix + WAV): {cold_s:.2f} s ({split[0]:.2f} s preparing "
-          f"the speech and timeline, {cold_s - split[0]:.2f} s mixing and writing)")
-    print(f"espeak-ng command line once per cue: {floor:.2f} s; cold / command line: "
-          f"{cold_s / floor:.2f}x (goal: at most 1.5x)")
+    print(
+        f"cold render (synthesis + mix + WAV): {cold_s:.2f} s ({split[0]:.2f} s preparing "
+        f"the speech and timeline, {cold_s - split[0]:.2f} s mixing and writing)"
+    )
+    print(
+        f"espeak-ng command line once per cue: {floor:.2f} s; cold / command line: "
+        f"{cold_s / floor:.2f}x (goal: at most 1.5x)"
+    )
 
     for ext in (".wav", ".flac", ".mp3"):
+
         def warm(ext: str = ext) -> None:
             render(prepare(str(half_hour)), out / f"warm{ext}")
 
@@ -96,14 +101,19 @@ def main() -> None:
     two_hours.write_text(make_routine(160))
     for label, routine in (("10-minute", ten), ("2-hour", two_hours)):
         # The first run fills the speech cache; the second is measured.
-        subprocess.run([*coach, str(routine), "-o", str(out / "warmup.wav")], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*coach, str(routine), "-o", str(out / "warmup.wav")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         os.sync()
         seconds, mb = peak_rss_mb([*coach, str(routine), "-o", str(out / f"{label}.wav")])
         length = prepare(str(routine)).timeline.total / RATE / 60
         goal = " (goal: under 200 MB)" if label == "2-hour" else ""
-        print(f"peak memory, {label} session ({length:.0f} min) to WAV: {mb:.0f} MB{goal}, "
-              f"{seconds:.1f} s")
+        print(
+            f"peak memory, {label} session ({length:.0f} min) to WAV: {mb:.0f} MB{goal}, "
+            f"{seconds:.1f} s"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

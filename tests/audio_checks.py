@@ -13,17 +13,40 @@ from pathlib import Path
 import numpy as np
 
 NUMBERS = {
-    "0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six",
-    "7": "seven", "8": "eight", "9": "nine", "10": "ten", "12": "twelve", "15": "fifteen",
-    "20": "twenty", "30": "thirty",
+    "0": "zero",
+    "1": "one",
+    "2": "two",
+    "3": "three",
+    "4": "four",
+    "5": "five",
+    "6": "six",
+    "7": "seven",
+    "8": "eight",
+    "9": "nine",
+    "10": "ten",
+    "12": "twelve",
+    "15": "fifteen",
+    "20": "twenty",
+    "30": "thirty",
 }
 
 
 def ffprobe(path: Path) -> dict:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-show_chapters",
-         "-of", "json", str(path)],
-        capture_output=True, text=True, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-show_chapters",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -31,11 +54,23 @@ def ffprobe(path: Path) -> dict:
 def ebur128(path: Path) -> tuple[float, float]:
     """(integrated loudness in LUFS, sample peak in dBFS) as ffmpeg measures them."""
     out = subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128=peak=sample",
-         "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostats",
+            "-i",
+            str(path),
+            "-af",
+            "ebur128=peak=sample",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stderr
-    summary = out[out.rindex("Summary:"):]
+    summary = out[out.rindex("Summary:") :]
     loud = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
     peak = float(re.search(r"Peak:\s+(-?[\d.]+) dBFS", summary).group(1))
     return loud, peak
@@ -77,17 +112,16 @@ def heard(samples: np.ndarray, rate: int, text: str) -> bool:
     if not words:
         return False
     frame = 160  # 10 ms at 16 kHz, the frames the decoder counts in
-    energy = np.array([np.mean(y[i:i + frame] ** 2) for i in range(0, len(y) - frame, frame)])
+    energy = np.array([np.mean(y[i : i + frame] ** 2) for i in range(0, len(y) - frame, frame)])
     voiced = np.flatnonzero(energy > energy.max() * 1e-3)
     sound = voiced[-1] - voiced[0] + 1
     said = words[-1][1] - words[0][0] + 1
     return said >= 0.7 * sound
 
 
-def onset_by_correlation(signal: np.ndarray, template: np.ndarray, around: int,
-                         search: int) -> int:
+def onset_by_correlation(signal: np.ndarray, template: np.ndarray, around: int, search: int) -> int:
     """Where `template` starts in `signal`, searching +-search samples around `around`."""
     lo = max(0, around - search)
-    seg = signal[lo: around + search + len(template)]
+    seg = signal[lo : around + search + len(template)]
     corr = np.correlate(seg, template, mode="valid")
     return lo + int(np.argmax(corr))

@@ -68,8 +68,10 @@ class PulseServer:
 
 def _pactl_answers(env: dict[str, str]) -> bool:
     try:
-        return subprocess.run(["pactl", "info"], env=env, capture_output=True,
-                              timeout=5).returncode == 0
+        return (
+            subprocess.run(["pactl", "info"], env=env, capture_output=True, timeout=5).returncode
+            == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -81,8 +83,10 @@ def pulse_server() -> Iterator[PulseServer]:
     exe = shutil.which("pulseaudio")
     missing = [t for t in ("pulseaudio", "pactl", "parecord") if shutil.which(t) is None]
     if exe is None or missing:
-        raise RuntimeError(f"{', '.join(missing)} not installed (apt install pulseaudio "
-                           "pulseaudio-utils); these tests play through a real audio server")
+        raise RuntimeError(
+            f"{', '.join(missing)} not installed (apt install pulseaudio "
+            "pulseaudio-utils); these tests play through a real audio server"
+        )
     folder = Path(tempfile.mkdtemp(prefix="coach-pulse-"))  # short: a socket path lives here
     run, config = folder / "run", folder / "config"
     for sub in (run, config, config / "pulse"):
@@ -101,8 +105,11 @@ def pulse_server() -> Iterator[PulseServer]:
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
             [exe, "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent)
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
     try:
         deadline = time.monotonic() + 15
         while not _pactl_answers(dict(os.environ)):
@@ -130,8 +137,10 @@ def pulse_server() -> Iterator[PulseServer]:
 def pulse() -> Iterator[PulseServer]:
     """A private PulseAudio server with a null sink, for the whole test session."""
     if shutil.which("pulseaudio") is None:
-        pytest.skip("PulseAudio is not installed (apt install pulseaudio pulseaudio-utils); "
-                    "these tests play through a real audio server")
+        pytest.skip(
+            "PulseAudio is not installed (apt install pulseaudio pulseaudio-utils); "
+            "these tests play through a real audio server"
+        )
     with pulse_server() as server:
         yield server
 
@@ -177,14 +186,28 @@ class Recorder:
     allow some 10 ms early and 25 ms late for a busy machine.
     """
 
-    def __init__(self, path: Path, *, source: str = MONITOR, rate: int = RATE,
-                 channels: int = 2, latency_msec: int = 20) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        source: str = MONITOR,
+        rate: int = RATE,
+        channels: int = 2,
+        latency_msec: int = 20,
+    ) -> None:
         self.path = Path(path)
         self.rate = rate
         self.channels = channels
-        self.command = ["parecord", "-d", source, "--file-format=wav",
-                        f"--channels={channels}", f"--rate={rate}",
-                        f"--latency-msec={latency_msec}", str(self.path)]
+        self.command = [
+            "parecord",
+            "-d",
+            source,
+            "--file-format=wav",
+            f"--channels={channels}",
+            f"--rate={rate}",
+            f"--latency-msec={latency_msec}",
+            str(self.path),
+        ]
         self.samples: np.ndarray = np.zeros((0, channels), dtype=np.float32)
         self.started = float("inf")
         self.errors = ""  # what parecord printed
@@ -210,8 +233,12 @@ class Recorder:
             time.sleep(0.002)
 
     def __enter__(self) -> Recorder:
-        self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self._watcher = threading.Thread(target=self._watch, name="recorder", daemon=True)
         self._watcher.start()
         deadline = time.monotonic() + 5

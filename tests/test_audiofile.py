@@ -52,13 +52,14 @@ def stereo_signal(seconds: float = 3.0) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def write_in_blocks(path: Path, x: np.ndarray, chapters: list[Chapter] | None = None,
-                    channels: int = 2) -> None:
+def write_in_blocks(
+    path: Path, x: np.ndarray, chapters: list[Chapter] | None = None, channels: int = 2
+) -> None:
     with AudioWriter(path, channels=channels) as out:
         i = k = 0
         while i < len(x):
             n = BLOCKS[k % len(BLOCKS)]
-            out.write(x[i:i + n])
+            out.write(x[i : i + n])
             i += n
             k += 1
         assert out.frames_written == len(x)
@@ -68,8 +69,12 @@ def write_in_blocks(path: Path, x: np.ndarray, chapters: list[Chapter] | None = 
 
 
 def ffprobe(path: Path, *args: str) -> dict:
-    result = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout)
 
 
@@ -184,8 +189,14 @@ def test_commit_replaces_an_existing_target(tmp_path):
 
 def run_python(code: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -271,8 +282,9 @@ def test_check_output_needs_an_existing_folder(tmp_path):
         check_output(tmp_path / "x.wav")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root may write to any folder")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write to any folder"
+)
 def test_check_output_needs_a_writable_folder(tmp_path):
     folder = tmp_path / "locked"
     folder.mkdir(mode=0o500)
@@ -300,8 +312,12 @@ CHAPTERS = [  # given out of order, with a long title, to show they are sorted b
     Chapter("Ä short één", start=1_500 * 48, end=61_234 * 48),
     Chapter("Closing", start=125_000 * 48, end=130_000 * 48),
 ]
-EXPECTED = [("Welcome", 0.0), ("Ä short één", 1.5),
-            ("Circles beside the spine, right side", 61.234), ("Closing", 125.0)]
+EXPECTED = [
+    ("Welcome", 0.0),
+    ("Ä short één", 1.5),
+    ("Circles beside the spine, right side", 61.234),
+    ("Closing", 125.0),
+]
 
 
 @pytest.mark.parametrize("ext", [".mp3", ".flac", ".ogg"])
@@ -368,7 +384,7 @@ def test_ambient_loops_without_a_click_and_fades(tmp_path):
     x = out[:total, 0]
     own_max_step = amplitude * 2 * np.sin(np.pi * freq / RATE)
     assert np.abs(np.diff(x)).max() <= 1.05 * own_max_step  # no click at the 4 loop points
-    assert np.abs(x[RATE: 4 * RATE]).max() > 0.95 * amplitude  # and it keeps playing
+    assert np.abs(x[RATE : 4 * RATE]).max() > 0.95 * amplitude  # and it keeps playing
     assert abs(x[0]) < 1e-3 and np.abs(x[-3:]).max() < 1e-3  # faded in and out
     assert np.abs(x[:100]).max() < 0.01 * amplitude
     assert not out[total:].any()  # silent after the end
@@ -401,10 +417,13 @@ def test_ambient_memory_stays_small(tmp_path):
     assert peak < 2_000_000  # the 20 s file alone would be 7 MB as float32 stereo
 
 
-@pytest.mark.parametrize(("amplitude", "expected_db"), [
-    (0.1, -30 - 20 * np.log10(0.1 / np.sqrt(2))),  # RMS -23 dBFS: -7 dB
-    (0.001, 20.0),  # would need +33 dB: clamped
-])
+@pytest.mark.parametrize(
+    ("amplitude", "expected_db"),
+    [
+        (0.1, -30 - 20 * np.log10(0.1 / np.sqrt(2))),  # RMS -23 dBFS: -7 dB
+        (0.001, 20.0),  # would need +33 dB: clamped
+    ],
+)
 def test_ambient_level_brings_the_rms_to_minus_30_dbfs(tmp_path, amplitude, expected_db):
     t = np.arange(2 * RATE) / RATE
     tone = amplitude * np.sin(2 * np.pi * 220 * t)

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.tts
 
 
 def espeak(text: str, voice: str = "en-us") -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], capture_output=True,
-                         check=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True
+    ).stdout
     y, rate = sf.read(io.BytesIO(wav), dtype="float64")
     return soxr.resample(y, rate, listen.RATE)
 
@@ -34,7 +35,7 @@ def feed(listener: listen.Listener, *sounds: np.ndarray) -> list[listen.Heard]:
     heard = []
     block = 960
     for k in range(0, len(data), block):
-        heard += listener.feed(data[k: k + block], (k + block) / 2 / listen.RATE)
+        heard += listener.feed(data[k : k + block], (k + block) / 2 / listen.RATE)
     return heard
 
 
@@ -56,15 +57,20 @@ def test_what_is_heard_while_the_coach_sounds_is_dropped(recognizer):
     coach = Audible(tail=0.45)
     coach.add(0.5, 1.2)  # the coach sounded until 1.2 s; "next" starts at 1.0 s
     listener = listen.Listener(recognizer, gate=coach.during)
-    assert feed(listener, espeak("next"), espeak("faster")) [0].phrase == "faster"
+    assert feed(listener, espeak("next"), espeak("faster"))[0].phrase == "faster"
     assert listener.counts.during_coach == 1
 
 
 def test_rhythm_pulses_and_talk_are_not_commands(recognizer):
-    thumps = soxr.resample(np.tile(np.concatenate([pulse(), np.zeros(RATE // 3)]), 4)
-                           .astype(np.float64), RATE, listen.RATE)
-    talk = espeak("Ask your partner to lie face down and breathe out slowly, "
-                  "while you warm the oil between your hands.")
+    thumps = soxr.resample(
+        np.tile(np.concatenate([pulse(), np.zeros(RATE // 3)]), 4).astype(np.float64),
+        RATE,
+        listen.RATE,
+    )
+    talk = espeak(
+        "Ask your partner to lie face down and breathe out slowly, "
+        "while you warm the oil between your hands."
+    )
     for sound in (thumps, talk):
         listener = listen.Listener(recognizer)
         assert feed(listener, sound) == []

@@ -73,11 +73,25 @@ steps:
 @pytest.fixture(scope="module")
 def mic(pulse):
     """A null sink whose monitor is the microphone, with a faint hiss like a real one."""
-    out = subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={MIC}",
-                          "rate=48000"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["pactl", "load-module", "module-null-sink", f"sink_name={MIC}", "rate=48000"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     hiss = subprocess.Popen(
-        ["pacat", "--playback", "-d", MIC, "--format=s16le", "--rate=16000", "--channels=1",
-         "--raw"], stdin=subprocess.PIPE)
+        [
+            "pacat",
+            "--playback",
+            "-d",
+            MIC,
+            "--format=s16le",
+            "--rate=16000",
+            "--channels=1",
+            "--raw",
+        ],
+        stdin=subprocess.PIPE,
+    )
     stop = threading.Event()
 
     def feed() -> None:
@@ -100,8 +114,7 @@ def mic(pulse):
 
 def spoken(folder: Path, text: str, voice: str = "en-us", rate: int = 160) -> Path:
     path = folder / f"{text.replace(' ', '_')}-{voice}-{rate}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(path), text],
-                   check=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(path), text], check=True)
     return path
 
 
@@ -116,7 +129,7 @@ def wait_sound(recorder, since: float, timeout: float = 5.0) -> None:
     """Until the speakers have sounded after monotonic time `since`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        x = written(recorder)[recorder.frame_at(since):]
+        x = written(recorder)[recorder.frame_at(since) :]
         if len(x) and np.abs(x).max() >= QUIET:
             return
         time.sleep(0.05)
@@ -140,14 +153,23 @@ class Coach:
 
     def __init__(self, *args: str) -> None:
         env = dict(os.environ, PULSE_SOURCE=f"{MIC}.monitor")
-        self.process = subprocess.Popen([sys.executable, "-m", "coach", "run", *args],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "coach", "run", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.lines: list[str] = []
         self.errors: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(stream, into), daemon=True)
-                         for stream, into in ((self.process.stdout, self.lines),
-                                              (self.process.stderr, self.errors))]
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, into), daemon=True)
+            for stream, into in (
+                (self.process.stdout, self.lines),
+                (self.process.stderr, self.errors),
+            )
+        ]
         for reader in self._readers:
             reader.start()
 
@@ -198,8 +220,10 @@ def test_spoken_commands_steer_a_live_session(pulse, mic, tmp_path):
     voices = {"more pressure": "en-us", "next": "en", "pause": "en-us+f3", "resume": "en-029"}
     clips = {c: spoken(tmp_path, c, voices[c]) for c in commands}
     said: dict[str, float] = {}
-    with pulse.record(tmp_path / "out.wav") as out, \
-            pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as heard_by_mic:
+    with (
+        pulse.record(tmp_path / "out.wav") as out,
+        pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as heard_by_mic,
+    ):
         coach = Coach(str(routine), "--listen")
         coach.wait_for("voice commands: listening")
         for command in commands:
@@ -210,8 +234,9 @@ def test_spoken_commands_steer_a_live_session(pulse, mic, tmp_path):
             say(clips[command])
             wait_sound(out, said[command])  # its effect, before the next command
         err = coach.finish()
-    assert coach.lines[-1].startswith("voice commands heard: more pressure, next, pause, "
-                                      "resume ("), (coach.lines, err)
+    assert coach.lines[-1].startswith(
+        "voice commands heard: more pressure, next, pause, resume ("
+    ), (coach.lines, err)
 
     rec = out.samples
     mono = rec.mean(axis=1)
@@ -228,7 +253,7 @@ def test_spoken_commands_steer_a_live_session(pulse, mic, tmp_path):
     def says(at: int, text: str, seconds: float, gap: float = 0.5) -> bool:
         """Whether the sound from `at` to its first pause (of `gap`; `seconds` at most)
         says `text`."""
-        part = mono[at: at + round(seconds * 48000)]
+        part = mono[at : at + round(seconds * 48000)]
         loud = np.abs(part) > QUIET
         run = np.convolve(loud, np.ones(round(gap * 48000)), mode="valid")
         gaps = np.flatnonzero(run == 0)
@@ -244,7 +269,7 @@ def test_spoken_commands_steer_a_live_session(pulse, mic, tmp_path):
     # pause: the coach says so, then nothing sounds until "resume" is heard.
     assert says(effects["pause"], "Paused. Take your time.", 4.0)
     paused_end = effects["pause"] + 48000 * 3
-    quiet = rec[paused_end: effects["resume"]]
+    quiet = rec[paused_end : effects["resume"]]
     assert len(quiet) > 48000 and np.abs(quiet).max() < QUIET
     assert says(effects["resume"], "Welcome back. Let us carry on.", 4.0)
 
@@ -253,8 +278,18 @@ def test_the_coach_does_not_obey_its_own_voice(pulse, mic, tmp_path):
     routine = tmp_path / "echo.yaml"
     routine.write_text(ECHO_ROUTINE)
     loop = subprocess.run(
-        ["pactl", "load-module", "module-loopback", f"source={pulse.monitor}", f"sink={MIC}",
-         "latency_msec=60"], capture_output=True, text=True, check=True).stdout.strip()
+        [
+            "pactl",
+            "load-module",
+            "module-loopback",
+            f"source={pulse.monitor}",
+            f"sink={MIC}",
+            "latency_msec=60",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     try:
         with pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as heard_by_mic:
             coach = Coach(str(routine), "--listen")

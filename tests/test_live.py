@@ -18,10 +18,19 @@ from coach.timeline import SPEECH, Pacing, build, write_script
 from coach.units import RATE, to_samples
 
 STEPS = (
-    Step(title="Warm", say="Warm the oil in your hands.", time=8.0,
-         tips=(Tip(say="Breathe.", after=5.0),)),
-    Step(title="Circles", say="Circles on the {side} side.", time=6.0, sides=("right", "left"),
-         pressure=Pressure(more="Lean in.", less="Lighter now.")),
+    Step(
+        title="Warm",
+        say="Warm the oil in your hands.",
+        time=8.0,
+        tips=(Tip(say="Breathe.", after=5.0),),
+    ),
+    Step(
+        title="Circles",
+        say="Circles on the {side} side.",
+        time=6.0,
+        sides=("right", "left"),
+        pressure=Pressure(more="Lean in.", less="Lighter now."),
+    ),
     Step(title="Knead", say="Knead the shoulders.", time=7.0, countdown=3.0),
 )
 GAIN = 0.9
@@ -44,21 +53,29 @@ class ToneClips:
         edge = min(240, n // 2)
         ramp = np.linspace(0, 1, edge)
         x[:edge] *= ramp
-        x[n - edge:] *= ramp[::-1]
+        x[n - edge :] *= ramp[::-1]
         return x.astype(np.float32)
 
 
 def phrases(name: str) -> str | None:
-    return {"paused": "Paused.", "resumed": "Resuming.", "more_pressure:2": "Lean in.",
-            "more_pressure": "More."}.get(name)
+    return {
+        "paused": "Paused.",
+        "resumed": "Resuming.",
+        "more_pressure:2": "Lean in.",
+        "more_pressure": "More.",
+    }.get(name)
 
 
 @pytest.fixture
 def session():
     script = write_script(Routine(title="live", steps=STEPS), PACK)
     sounds = sounds_for(script, 0.05)
-    extra = {"Paused.": to_samples(0.5), "Resuming.": to_samples(0.6), "Lean in.": 24000,
-             "More.": 20000}
+    extra = {
+        "Paused.": to_samples(0.5),
+        "Resuming.": to_samples(0.6),
+        "Lean in.": 24000,
+        "More.": 20000,
+    }
     sounds = type(sounds)({**sounds.speech, **extra}, sounds.chimes, sounds.pulse)
     timeline = build(script, sounds, Pacing())
     bank = SoundBank(ToneClips(dict(sounds.speech)), channels=2)
@@ -96,7 +113,7 @@ def test_an_untouched_live_session_is_the_render_to_the_sample(session):
     heard = play_to_end(player, out)
     expected = mix(timeline, bank, 0, timeline.total)
     assert np.array_equal(heard[: timeline.total], expected)
-    assert not heard[timeline.total:].any()
+    assert not heard[timeline.total :].any()
     assert len(heard) - timeline.total < TAIL + 4096 + AHEAD
 
 
@@ -118,13 +135,13 @@ def test_pause_holds_the_clock_and_resumes_at_the_start_of_the_cue(session):
     # After the block already playing and a short fade, only the "paused" phrase sounds.
     quiet_from = 1024 + FADE + 1024
     phrase = bank.clips.load("Paused.")
-    assert np.abs(held[quiet_from + len(phrase):]).max() == 0
+    assert np.abs(held[quiet_from + len(phrase) :]).max() == 0
     player.control("pause")
     after = play(player, out, 4 * RATE)
     resumed = len(bank.clips.load("Resuming."))
     start = np.flatnonzero(np.abs(after).sum(axis=1) > 0)[0]
     # The resumed phrase, then the session from the cue's start, the same samples.
-    session_part = after[start + resumed + 1024:]  # skip the phrase's last block
+    session_part = after[start + resumed + 1024 :]  # skip the phrase's last block
     n = len(session_part) - 2048
     expected = mix(timeline, bank, cue.start, n + 4096)
     offset = _find(session_part[:n], expected)
@@ -133,10 +150,11 @@ def test_pause_holds_the_clock_and_resumes_at_the_start_of_the_cue(session):
 
 def _find(needle: np.ndarray, haystack: np.ndarray) -> int | None:
     """Where `needle` (after its first FADE frames) starts in `haystack`, exactly."""
-    probe = needle[FADE: FADE + 256]
+    probe = needle[FADE : FADE + 256]
     for i in range(len(haystack) - len(needle) + 1):
-        if np.array_equal(haystack[i + FADE: i + FADE + 256], probe) and np.array_equal(
-                haystack[i + FADE: i + len(needle)], needle[FADE:]):
+        if np.array_equal(haystack[i + FADE : i + FADE + 256], probe) and np.array_equal(
+            haystack[i + FADE : i + len(needle)], needle[FADE:]
+        ):
             return i
     return None
 
@@ -213,7 +231,7 @@ def test_repeat_says_the_last_cue_again(session):
 
 
 def _find_mono(signal: np.ndarray, clip: np.ndarray) -> bool:
-    corr = np.correlate(signal, clip[: 2000], mode="valid")
+    corr = np.correlate(signal, clip[:2000], mode="valid")
     return corr.max() > 0.9 * float(np.dot(clip[:2000], clip[:2000]))
 
 
@@ -232,7 +250,7 @@ def test_quit_fades_out_and_ends_within_a_moment(session):
     player.control("quit")
     rest = play_to_end(player, out)
     assert len(rest) <= 1024 + TAIL + 4096 + AHEAD
-    assert np.abs(rest[-TAIL // 2:]).max() == 0
+    assert np.abs(rest[-TAIL // 2 :]).max() == 0
     assert player.quit and player.finished
 
 
@@ -260,10 +278,16 @@ def test_a_change_of_pace_or_time_keeps_every_cue_not_yet_said(session, control)
     play(player, out, 100)
     now = announce.end
     said_before = [e.text for e in timeline.events if e.kind == SPEECH and e.start < now]
-    to_come = [e.text for e in timeline.events if e.kind == SPEECH and e.start >= now
-               and e.role not in ("halfway", "countdown")]
-    new = [e.text for e in player.plan.timeline.events if e.kind == SPEECH
-           and e.role not in ("halfway", "countdown")]
+    to_come = [
+        e.text
+        for e in timeline.events
+        if e.kind == SPEECH and e.start >= now and e.role not in ("halfway", "countdown")
+    ]
+    new = [
+        e.text
+        for e in player.plan.timeline.events
+        if e.kind == SPEECH and e.role not in ("halfway", "countdown")
+    ]
     assert new == to_come
     assert not set(new) & {t for t in said_before if said_before.count(t) == 1} - set(to_come)
 

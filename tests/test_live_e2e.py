@@ -75,25 +75,31 @@ def coach_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "coach", *args]
 
 
-def test_a_live_session_sounds_exactly_like_its_rendered_file(pulse, routine_file, rendered,
-                                                             tmp_path):
+def test_a_live_session_sounds_exactly_like_its_rendered_file(
+    pulse, routine_file, rendered, tmp_path
+):
     prepared, reference = rendered
     with pulse.record(tmp_path / "rec.wav") as rec:
-        done = subprocess.run(coach_command("run", str(routine_file)), stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            coach_command("run", str(routine_file)),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         time.sleep(0.3)
     assert done.returncode == 0, done.stderr
     assert "session finished" in done.stdout and "underruns" not in done.stdout
     recording = rec.samples
     at = locate(recording, reference)
-    heard = recording[at: at + len(reference)]
+    heard = recording[at : at + len(reference)]
     assert len(heard) == len(reference)
     # 16-bit both ways: the same samples, to one step of quantization, all session long,
     # so every cue, chime and pulse is at its timeline offset to the sample.
     assert np.abs(heard - reference).max() <= 2 / 32768
     spoken = [e for e in prepared.timeline.events if e.kind == SPEECH]
     for e in spoken:
-        assert np.abs(heard[e.start: e.end]).max() > 0.05, e.text
+        assert np.abs(heard[e.start : e.end]).max() > 0.05, e.text
 
 
 class Terminal:
@@ -103,8 +109,14 @@ class Terminal:
         master, slave = pty.openpty()
         termios.tcsetwinsize(slave, (24, 80))
         self.master = master
-        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=subprocess.PIPE,
-                                     close_fds=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdin=slave,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            start_new_session=True,
+        )
         os.close(slave)
         self.screen = bytearray()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -174,16 +186,16 @@ def test_keys_pause_next_slow_down_and_quit_a_running_session(pulse, routine_fil
     # Paused: the session stops at once; only the "paused" phrase sounds, then silence.
     phrase = len(clips.load(prepared.pack.phrases.paused))
     r = rec.frame_at(resumed_at)
-    assert rms(audio[p + round(0.2 * RATE) + phrase: r]) < 1e-4
+    assert rms(audio[p + round(0.2 * RATE) + phrase : r]) < 1e-4
     # Next: step 2 begins at once: its instruction, which follows its title, is heard
     # within two seconds of the key.
     n = rec.frame_at(next_at)
-    instruction = clips.load("Press and make slow circles on the right side.")[: RATE]
-    lag, similarity = best_match(audio[n: n + 4 * RATE], instruction)
+    instruction = clips.load("Press and make slow circles on the right side.")[:RATE]
+    lag, similarity = best_match(audio[n : n + 4 * RATE], instruction)
     assert similarity > 0.9 and lag < 2 * RATE, (lag, similarity)
     # Quit: silence within half a second of the key.
     q = rec.frame_at(quit_at)
-    assert rms(audio[q + RATE // 2:]) < 1e-4
+    assert rms(audio[q + RATE // 2 :]) < 1e-4
     assert b"pace 1.10x" in term.screen
 
 

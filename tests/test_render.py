@@ -84,7 +84,8 @@ def test_compressed_files_have_the_previewed_length_within_a_block(prepared, ren
     assert int(stream["sample_rate"]) == RATE and stream["channels"] == 2
     pcm = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(rendered[ext]), "-f", "s16le", "-ac", "2", "-"],
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     ).stdout
     assert abs(len(pcm) // 4 - prepared.timeline.total) <= 2048, len(pcm) // 4
     decoded = sf.info(str(rendered[ext])).frames
@@ -99,7 +100,7 @@ def test_the_file_is_the_mixers_output_to_the_sample(prepared, rendered):
     pos = 0
     while pos < len(expected):  # odd block sizes: the mix must not depend on them
         n = min(1237, len(expected) - pos)
-        expected[pos:pos + n] = mixer.read(n)
+        expected[pos : pos + n] = mixer.read(n)
         pos += n
     got, _ = sf.read(str(rendered[".wav"]), dtype="int16")
     want = np.clip(np.round(expected * 32768), -32768, 32767).astype(np.int16)
@@ -132,7 +133,7 @@ def test_a_recognizer_hears_each_cue_inside_its_caption_window(prepared, rendere
     speech = [e for e in prepared.timeline.events if e.kind == SPEECH]
     margin = round(0.05 * RATE)
     for i, e in enumerate(speech):
-        window = mono[max(0, e.start - margin): e.end + margin]
+        window = mono[max(0, e.start - margin) : e.end + margin]
         assert heard(window, rate, e.text), e.text
         other = speech[(i + 3) % len(speech)].text
         if other != e.text:
@@ -147,8 +148,9 @@ def test_chimes_strike_at_their_timeline_times_and_side_chimes_are_panned(prepar
         template = chimes.chime(e.text)[: RATE // 10]
         found = onset_by_correlation(audio.sum(axis=1), template, e.start, RATE // 20)
         assert abs(found - e.start) <= 1, (e, found - e.start)
-        left, right = (float(np.sqrt(np.mean(audio[e.start:e.start + RATE // 5, c] ** 2)))
-                       for c in (0, 1))
+        left, right = (
+            float(np.sqrt(np.mean(audio[e.start : e.start + RATE // 5, c] ** 2))) for c in (0, 1)
+        )
         if e.role == "side":
             louder, softer = (left, right) if e.side == "left" else (right, left)
             assert 20 * np.log10(louder / softer) > 6
@@ -205,32 +207,41 @@ def test_an_ambient_track_is_looped_faded_and_lowered_under_speech(prepared, ren
     ambient = (mixed - plain).mean(axis=1)  # what the track added, exactly
 
     def rms(a: np.ndarray) -> float:
-        return float(np.sqrt(np.mean(a ** 2)) + 1e-12)
+        return float(np.sqrt(np.mean(a**2)) + 1e-12)
 
     speech = [e for e in prepared.timeline.events if e.kind == SPEECH]
-    during = np.concatenate([ambient[e.start + RATE // 2: e.end - RATE // 4] for e in speech
-                             if e.end - e.start > RATE])
+    during = np.concatenate(
+        [ambient[e.start + RATE // 2 : e.end - RATE // 4] for e in speech if e.end - e.start > RATE]
+    )
     quiet = []
     for a, b in itertools.pairwise(speech):
         if b.start - a.end > 2 * RATE:
-            quiet.append(ambient[a.end + RATE // 2: b.start - RATE // 2])
+            quiet.append(ambient[a.end + RATE // 2 : b.start - RATE // 2])
     ducked_by = 20 * np.log10(rms(np.concatenate(quiet)) / rms(during))
     assert 7 < ducked_by < 13, ducked_by
     assert rms(ambient[: RATE // 10]) < rms(np.concatenate(quiet)) / 10  # fades in
-    assert rms(ambient[-RATE // 10:]) < rms(np.concatenate(quiet)) / 10  # and out
-    assert rms(ambient[len(ambient) // 2:]) > 0  # still there after many loops
+    assert rms(ambient[-RATE // 10 :]) < rms(np.concatenate(quiet)) / 10  # and out
+    assert rms(ambient[len(ambient) // 2 :]) > 0  # still there after many loops
 
 
 def test_render_errors_are_one_line_and_leave_nothing(run_cli, routine_file, tmp_path):
     cases = [
         (["-o", str(tmp_path / "x.aac")], 2, ".aac"),
         (["-o", str(tmp_path / "nope" / "x.wav")], 2, "does not exist"),
-        (["-o", str(tmp_path / "x.wav"), "--ambient", str(tmp_path / "missing.flac")], 2,
-         "missing.flac"),
+        (
+            ["-o", str(tmp_path / "x.wav"), "--ambient", str(tmp_path / "missing.flac")],
+            2,
+            "missing.flac",
+        ),
     ]
     (tmp_path / "notes.txt").write_text("not audio")
-    cases.append((["-o", str(tmp_path / "x.wav"), "--ambient", str(tmp_path / "notes.txt")], 2,
-                  "not an audio file"))
+    cases.append(
+        (
+            ["-o", str(tmp_path / "x.wav"), "--ambient", str(tmp_path / "notes.txt")],
+            2,
+            "not an audio file",
+        )
+    )
     for args, code, words in cases:
         got, out, err = run_cli("render", str(routine_file), *args)
         assert (got, out) == (code, ""), err
@@ -239,8 +250,16 @@ def test_render_errors_are_one_line_and_leave_nothing(run_cli, routine_file, tmp
 
 
 def test_the_render_command_reports_what_it_wrote(run_cli, routine_file, tmp_path):
-    code, out, err = run_cli("render", str(routine_file), "-o", str(tmp_path / "s.wav"),
-                             "--captions", "--chapters", "--pace", "slow")
+    code, out, err = run_cli(
+        "render",
+        str(routine_file),
+        "-o",
+        str(tmp_path / "s.wav"),
+        "--captions",
+        "--chapters",
+        "--pace",
+        "slow",
+    )
     assert code == 0, err
     assert f"wrote {tmp_path / 's.wav'}" in out and f"wrote {tmp_path / 's.vtt'}" in out
     assert ".wav files cannot hold chapters" in out
@@ -251,9 +270,21 @@ def test_an_interrupted_render_leaves_nothing_behind(routine_file, tmp_path, pre
     out = tmp_path / "long.flac"
     env = dict(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coach", "render", str(routine_file), "-o", str(out),
-         "--length", "3h"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "coach",
+            "render",
+            str(routine_file),
+            "-o",
+            str(out),
+            "--length",
+            "3h",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     deadline = time.monotonic() + 60
     while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):

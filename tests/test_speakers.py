@@ -80,21 +80,24 @@ def test_fill_across_block_boundaries_with_odd_sizes_gives_exactly_the_blocks():
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(0, 500), min_size=1, max_size=8),
-       requests=st.lists(st.integers(1, 700), min_size=1, max_size=12))
+@given(
+    lengths=st.lists(st.integers(0, 500), min_size=1, max_size=8),
+    requests=st.lists(st.integers(1, 700), min_size=1, max_size=12),
+)
 def test_any_blocks_and_any_requests_give_the_concatenation_then_silence(lengths, requests):
     queue = BlockQueue()
     starts = list(itertools.accumulate(lengths, initial=0))
     for start, length in zip(starts, lengths, strict=False):
         queue.put(numbered(length, start + 1), tag=start)
     whole = numbered(starts[-1])
-    length_of = {start: length for start, length in zip(starts, lengths, strict=False)
-                 if length}  # empty blocks are dropped
+    length_of = {
+        start: length for start, length in zip(starts, lengths, strict=False) if length
+    }  # empty blocks are dropped
     taken = 0
     for n in requests:
         out, ready = fill(queue, n)
         have = min(n, len(whole) - taken)
-        assert np.array_equal(out[:have], whole[taken:taken + have])
+        assert np.array_equal(out[:have], whole[taken : taken + have])
         assert not out[have:].any()
         assert ready == (have == n)
         taken += have
@@ -191,8 +194,7 @@ def test_put_takes_float32_frames_of_its_channels_and_ignores_empty_blocks():
 
 def test_importing_the_module_does_not_load_portaudio():
     code = "import sys, coach.speakers; print('sounddevice' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
@@ -258,18 +260,23 @@ def test_a_name_that_fits_several_devices_lists_the_candidates(pulse):
     fitting = [d for d in devices if part in d.name.casefold()]
     with pytest.raises(AudioDeviceError) as caught:
         find_device(part.upper())
-    assert str(caught.value) == (f"{part.upper()!r} matches several devices: "
-                                 f"{listing(fitting)}; use more of the name or the index")
+    assert str(caught.value) == (
+        f"{part.upper()!r} matches several devices: "
+        f"{listing(fitting)}; use more of the name or the index"
+    )
 
 
 def test_a_machine_without_any_output_says_what_to_do(pulse):
     # A process that cannot reach any audio server sees no device at all, here.
-    code = ("from coach.speakers import find_device, AudioDeviceError\n"
-            "try:\n    print('FOUND', find_device(None))\n"
-            "except AudioDeviceError as e:\n    print('ERROR', e, e.exit_code)\n")
+    code = (
+        "from coach.speakers import find_device, AudioDeviceError\n"
+        "try:\n    print('FOUND', find_device(None))\n"
+        "except AudioDeviceError as e:\n    print('ERROR', e, e.exit_code)\n"
+    )
     env = {**os.environ, "PULSE_SERVER": f"unix:{pulse.folder}/nothing-here"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
     if out.startswith("FOUND"):
         pytest.skip(f"this machine has audio outputs besides PulseAudio: {out}")
     assert out == f"ERROR {NO_DEVICE} 1\n"
@@ -283,7 +290,7 @@ def test_a_queued_tone_is_played_whole_in_tune_and_on_time(pulse, tmp_path):
     session = np.concatenate([silence(0.5), sound, silence(0.5)])
     queue = BlockQueue()
     for start in range(0, len(session), 4801):  # blocks that do not line up with callbacks
-        queue.put(session[start:start + 4801], tag=start)
+        queue.put(session[start : start + 4801], tag=start)
     queue.finish()
     # "high" (35 ms here): at "low" (8.7 ms, 104-frame callbacks) PortAudio reported about
     # one underflow a minute on a 2-core machine, and this test asserts none.
@@ -303,7 +310,7 @@ def test_a_queued_tone_is_played_whole_in_tune_and_on_time(pulse, tmp_path):
 
     first, end = recording.span()
     assert abs((end - first) - len(sound)) <= 0.010 * RATE
-    heard = recording.samples[first:first + len(sound)]
+    heard = recording.samples[first : first + len(sound)]
     assert np.abs(heard - sound).max() < 1e-3  # every frame, none lost or repeated
     spectrum = np.abs(np.fft.rfft(heard[:, 0] * np.hanning(len(heard)), n=8 * RATE))
     assert np.argmax(spectrum) / 8 == pytest.approx(440, abs=0.5)

@@ -35,8 +35,26 @@ SENTENCES = [
     "Finish with long, light strokes.",
 ]
 
-WORDS = ["gently", "press", "your", "thumbs", "along", "the", "muscle", "and", "breathe",
-         "slowly", "while", "keeping", "steady", "even", "pressure", "on", "upper", "back"]
+WORDS = [
+    "gently",
+    "press",
+    "your",
+    "thumbs",
+    "along",
+    "the",
+    "muscle",
+    "and",
+    "breathe",
+    "slowly",
+    "while",
+    "keeping",
+    "steady",
+    "even",
+    "pressure",
+    "on",
+    "upper",
+    "back",
+]
 
 
 def _cues(n: int) -> list[str]:
@@ -116,7 +134,8 @@ def test_first_stored_clip_wins(cache: SpeechCache) -> None:
     second = cache._store("Hi.", EN, np.zeros(2000, dtype=np.int16))
     assert first == second == 1000 == len(cache.load("Hi.", EN))
     assert [p.name for p in cache.directory.rglob("*") if p.is_file()] == [
-        cache.path("Hi.", EN).name]
+        cache.path("Hi.", EN).name
+    ]
 
 
 def test_damaged_clip_counts_as_missing(cache: SpeechCache) -> None:
@@ -303,9 +322,16 @@ def test_timeout_terminates_workers(cache: SpeechCache) -> None:
 
 
 def test_module_import_is_light() -> None:
-    code = ("import sys, coach.speech; "
-            "print(any(m in sys.modules for m in ('numpy', 'soxr', 'pyttsx3')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tempfile.gettempdir(),
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    code = (
+        "import sys, coach.speech; "
+        "print(any(m in sys.modules for m in ('numpy', 'soxr', 'pyttsx3')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert out.stdout.strip() == "False"

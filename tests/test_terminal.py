@@ -22,8 +22,8 @@ from coach.terminal import (
     Keys,
     Screen,
     Status,
+    countdown_clock,
     fit,
-    format_clock,
     pace_text,
     render_status,
 )
@@ -161,13 +161,13 @@ def test_every_line_fits_every_width(width: int) -> None:
 
 
 def test_formats() -> None:
-    assert format_clock(0) == "0:00"
-    assert format_clock(-3) == "0:00"
-    assert format_clock(0.2) == "0:01"
-    assert format_clock(60.0000001) == "1:00"
-    assert format_clock(59.5) == "1:00"
-    assert format_clock(3599) == "59:59"
-    assert format_clock(3600) == "1:00:00"
+    assert countdown_clock(0) == "0:00"
+    assert countdown_clock(-3) == "0:00"
+    assert countdown_clock(0.2) == "0:01"
+    assert countdown_clock(60.0000001) == "1:00"
+    assert countdown_clock(59.5) == "1:00"
+    assert countdown_clock(3599) == "59:59"
+    assert countdown_clock(3600) == "1:00:00"
     assert pace_text(1.0000000001) == "pace 1.00x (normal)"
     assert pace_text(1.1) == "pace 1.10x"
 

@@ -76,8 +76,9 @@ def test_the_shipped_packs_load_with_their_language_and_voice():
     brisk, calm = load_pack("brisk-en"), load_pack("calm-en")
     assert brisk.rate > calm.rate
     words = sum(len(getattr(brisk.phrases, k).split()) for k in ("paused", "resumed", "finished"))
-    calm_words = sum(len(getattr(calm.phrases, k).split())
-                     for k in ("paused", "resumed", "finished"))
+    calm_words = sum(
+        len(getattr(calm.phrases, k).split()) for k in ("paused", "resumed", "finished")
+    )
     assert words < calm_words
 
 
@@ -91,27 +92,52 @@ def test_a_user_pack_is_found_and_listed(user_pack, run_cli):
 @pytest.mark.parametrize(
     ("change", "files", "expected"),
     [
-        (("chimes:\n  step: bell\n", "chimes:\n  step: gong\n"), {},
-         'pack.yaml:20:9: chimes.step: "gong" is not a chime (expected one of: bell,'),
-        (("phrases:\n", "clips:\n  Paused.: clips/paused.wav\nphrases:\n"), {},
-         'pack.yaml:8:12: clips.Paused.: "clips/paused.wav": no such file; expected an audio'),
-        (("phrases:\n", "clips:\n  Paused.: notes.txt\nphrases:\n"), {"notes.txt": b"hello"},
-         'pack.yaml:8:12: clips.Paused.: "notes.txt": not an audio file soundfile can read'),
-        (("phrases:\n", "clips:\n  Paused.: ../calm-en/x.wav\nphrases:\n"), {},
-         'pack.yaml:8:12: clips.Paused.: "../calm-en/x.wav" leaves the pack\'s folder'),
-        (("phrases:\n", "clips:\n  Paused.: /etc/passwd\nphrases:\n"), {},
-         'pack.yaml:8:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder'),
-        (('countdown: "{seconds} seconds left."', 'countdown: "{secs} seconds left."'), {},
-         "pack.yaml:10:14: phrases.countdown: {secs} is not a placeholder here (use {seconds})"),
-        (('  halfway: "', '  halfwy: "'), {},
-         "pack.yaml:11:3: phrases.halfwy: unknown key 'halfwy'"),
-        (("rate: 150", "rate: 5000"), {},
-         "pack.yaml:5:7: rate: 5000 is out of range (expected 80 to 450)"),
+        (
+            ("chimes:\n  step: bell\n", "chimes:\n  step: gong\n"),
+            {},
+            'pack.yaml:20:9: chimes.step: "gong" is not a chime (expected one of: bell,',
+        ),
+        (
+            ("phrases:\n", "clips:\n  Paused.: clips/paused.wav\nphrases:\n"),
+            {},
+            'pack.yaml:8:12: clips.Paused.: "clips/paused.wav": no such file; expected an audio',
+        ),
+        (
+            ("phrases:\n", "clips:\n  Paused.: notes.txt\nphrases:\n"),
+            {"notes.txt": b"hello"},
+            'pack.yaml:8:12: clips.Paused.: "notes.txt": not an audio file soundfile can read',
+        ),
+        (
+            ("phrases:\n", "clips:\n  Paused.: ../calm-en/x.wav\nphrases:\n"),
+            {},
+            'pack.yaml:8:12: clips.Paused.: "../calm-en/x.wav" leaves the pack\'s folder',
+        ),
+        (
+            ("phrases:\n", "clips:\n  Paused.: /etc/passwd\nphrases:\n"),
+            {},
+            'pack.yaml:8:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder',
+        ),
+        (
+            ('countdown: "{seconds} seconds left."', 'countdown: "{secs} seconds left."'),
+            {},
+            "pack.yaml:10:14: phrases.countdown: {secs} is not a placeholder here (use {seconds})",
+        ),
+        (
+            ('  halfway: "', '  halfwy: "'),
+            {},
+            "pack.yaml:11:3: phrases.halfwy: unknown key 'halfwy'",
+        ),
+        (
+            ("rate: 150", "rate: 5000"),
+            {},
+            "pack.yaml:5:7: rate: 5000 is out of range (expected 80 to 450)",
+        ),
         (("pack: 1", "pack: [1"), {}, "pack.yaml:2:5: not valid YAML"),
     ],
 )
 def test_each_bad_pack_is_refused_with_file_line_and_what_was_expected(
-        user_pack, change, files, expected):
+    user_pack, change, files, expected
+):
     old, new = change
     assert old in CALM
     folder = user_pack("bad-en", CALM.replace(old, new, 1), files)
@@ -139,7 +165,8 @@ def test_a_pack_of_another_language_is_refused_for_a_routine(user_pack, tmp_path
         choose_pack(load_routine(str(path)), "calma-es")
     assert str(info.value).startswith(
         f'{user_pack_dir()}/calma-es/pack.yaml:3:11: language: "es" does not match the '
-        f'language of {path} ("en")')
+        f'language of {path} ("en")'
+    )
 
 
 @pytest.mark.tts
@@ -157,9 +184,11 @@ def test_a_recorded_clip_replaces_its_phrase_in_a_rendered_file(user_pack, tmp_p
     from coach.render import render
 
     recording = tone(1.3, 330.0)
-    user_pack("recorded-en", CALM.replace("phrases:\n", 'clips:\n  "Warm the oil.": '
-                                          "clips/warm.wav\nphrases:\n"),
-              {"clips/warm.wav": wav_bytes(recording)})
+    user_pack(
+        "recorded-en",
+        CALM.replace("phrases:\n", 'clips:\n  "Warm the oil.": clips/warm.wav\nphrases:\n'),
+        {"clips/warm.wav": wav_bytes(recording)},
+    )
     path = tmp_path / "r.yaml"
     path.write_text(ROUTINE)
     prepared = prepare(str(path), Options(voice="recorded-en"))
@@ -169,13 +198,13 @@ def test_a_recorded_clip_replaces_its_phrase_in_a_rendered_file(user_pack, tmp_p
     out = tmp_path / "s.wav"
     render(prepared, out)
     audio, _ = sf.read(str(out), dtype="float32")
-    heard = audio[cue.start: cue.end, 0]
+    heard = audio[cue.start : cue.end, 0]
     # ... and the file holds the recording there: the same waveform.
     clip = prepared.clips().load(cue.text)
     similarity = float(np.dot(heard, clip) / (np.linalg.norm(heard) * np.linalg.norm(clip)))
     assert similarity > 0.99  # the step chime still rings under its start
     # And that is the 330 Hz tone of the recording, not a voice.
-    spectrum = np.abs(np.fft.rfft(heard[RATE // 10: -RATE // 10]))
+    spectrum = np.abs(np.fft.rfft(heard[RATE // 10 : -RATE // 10]))
     assert abs(np.argmax(spectrum) * RATE / (len(heard) - RATE // 5) - 330) < 3
 
 
@@ -183,8 +212,11 @@ def test_a_recorded_clip_replaces_its_phrase_in_a_rendered_file(user_pack, tmp_p
 def test_a_pack_may_bring_its_own_chime_as_a_wav_file(user_pack, tmp_path):
     from coach.render import render
 
-    user_pack("gong-en", CALM.replace("  step: bell\n", "  step: sounds/gong.wav\n"),
-              {"sounds/gong.wav": wav_bytes(tone(0.9, 220.0, 44100), 44100)})
+    user_pack(
+        "gong-en",
+        CALM.replace("  step: bell\n", "  step: sounds/gong.wav\n"),
+        {"sounds/gong.wav": wav_bytes(tone(0.9, 220.0, 44100), 44100)},
+    )
     path = tmp_path / "r.yaml"
     path.write_text(ROUTINE)
     prepared = prepare(str(path), Options(voice="gong-en"))
@@ -214,8 +246,11 @@ def test_two_packs_give_cue_lengths_as_their_rates_say(tmp_path):
 
 
 def test_record_list_names_every_phrase_and_what_is_recorded(user_pack, run_cli, tmp_path):
-    user_pack("rec-en", CALM.replace("phrases:\n", 'clips:\n  "Warm the oil.": c/w.wav\n'
-                                     "phrases:\n"), {"c/w.wav": wav_bytes(tone(0.5, 300))})
+    user_pack(
+        "rec-en",
+        CALM.replace("phrases:\n", 'clips:\n  "Warm the oil.": c/w.wav\nphrases:\n'),
+        {"c/w.wav": wav_bytes(tone(0.5, 300))},
+    )
     path = tmp_path / "r.yaml"
     path.write_text(ROUTINE)
     code, out, err = run_cli("record-list", str(path), "--voice", "rec-en")
@@ -240,5 +275,5 @@ def test_the_spanish_routines_speak_with_a_spanish_voice(tmp_path):
     render(prepared, tmp_path / "es.wav")
     audio, _ = sf.read(str(tmp_path / "es.wav"), dtype="float32")
     clip = prepared.cache.load(cue.text, prepared.settings)
-    heard = audio[cue.start: cue.end, 0]
+    heard = audio[cue.start : cue.end, 0]
     assert float(np.dot(heard, clip) / (np.linalg.norm(heard) * np.linalg.norm(clip))) > 0.99
