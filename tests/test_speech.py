@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coach import speech
+from coach import speech, speech_pyttsx3
 from coach.errors import SpeechError
 from coach.speech import SpeechCache, SpeechSettings, Synthesizer, Voice, list_voices
 from coach.units import RATE, to_samples
@@ -153,7 +153,7 @@ def test_silent_engine_output_is_an_error(tmp_path: Path) -> None:
         w.setframerate(22050)
         w.writeframes(b"\0\0" * 5000)
     with pytest.raises(SpeechError, match=r"no sound for '\.\.\.'"):
-        speech._finish_clip(raw, "...")
+        speech.finish_clip(*speech_pyttsx3.read_wav(raw, "..."), "...")
 
 
 def test_empty_text_is_an_error(cache: SpeechCache) -> None:
@@ -234,7 +234,9 @@ def test_rate_is_honoured_when_it_changes_in_one_engine(tmp_path: Path) -> None:
     # public API keeps one rate per ensure call, so this drives the worker protocol itself.
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    worker = ctx.Process(target=speech._worker_main, args=(child, "espeak", 30.0), daemon=True)
+    worker = ctx.Process(
+        target=speech_pyttsx3._worker_main, args=(child, "espeak", 30.0), daemon=True
+    )
     worker.start()
     child.close()
     lengths: dict[tuple[str, int], int] = {}
@@ -243,7 +245,7 @@ def test_rate_is_honoured_when_it_changes_in_one_engine(tmp_path: Path) -> None:
             raw = tmp_path / f"{i}.wav"
             parent.send((i, text, "gmw/en", rate, str(raw)))
             assert parent.recv() == ("done", i)
-            lengths[text, rate] = len(speech._finish_clip(raw, text))
+            lengths[text, rate] = len(speech.finish_clip(*speech_pyttsx3.read_wav(raw, text), text))
         parent.send(None)
         worker.join(5)
     finally:

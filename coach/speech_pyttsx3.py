@@ -1,0 +1,389 @@
+"""pyttsx3, the system's voices (espeak-ng on Linux, SAPI5 on Windows, NSSpeechSynthesizer
+on macOS): the one module that imports it.
+
+Synthesis runs in worker processes ("spawn", so it behaves the same on every OS), each
+holding one pyttsx3 engine in its main thread. That gives parallelism and a real timeout:
+a worker that hangs is terminated. A program that synthesizes from a script must guard its
+entry point with ``if __name__ == "__main__":`` (spawn re-imports it).
+
+pyttsx3 2.99's espeak driver has traps (lost rates, early returns, swallowed errors); each
+workaround below names its trap, and docs/speech-engines.md tells them in full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+import time
+import uuid
+import wave
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coach.errors import SpeechError
+from coach.speech import Deliver, SpeechSettings, Voice, import_post_processing, short
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    import numpy as np
+
+#: What the CLI prints when there is no engine at all.
+NO_ENGINE = "no text-to-speech engine: install espeak-ng (apt install espeak-ng)"
+
+# Worker count. A worker is ready ~0.1 s after it is started (spawn, imports, engine,
+# warm-up) and then makes a short cue in ~11 ms, so its start-up costs about
+# _STARTUP_IN_CUES cues. The k-th worker saves n/(k-1) - n/k cue-times of n cues, so it
+# pays once n >= k*(k-1)*_STARTUP_IN_CUES: one worker below 18 cues, two from 18, ...
+_STARTUP_IN_CUES = 9
+
+# Jobs sent ahead to each worker, so it never idles while the parent post-processes.
+_IN_FLIGHT = 2
+
+
+@functools.cache
+def driver_name() -> str:
+    """The pyttsx3 driver this platform uses; part of the cache key, and the worker asks
+    pyttsx3 for exactly this driver so key and clip always agree."""
+    try:
+        from pyttsx3.engine import default_engine_by_sys_platform
+    except ImportError as e:
+        raise SpeechError(NO_ENGINE) from e
+    return default_engine_by_sys_platform()
+
+
+def _init_engine(driver: str) -> Any:
+    try:
+        import pyttsx3
+
+        return pyttsx3.init(driver)
+    except (ImportError, RuntimeError, OSError) as e:
+        raise SpeechError(NO_ENGINE) from e
+
+
+def list_voices() -> list[Voice]:
+    """The pyttsx3 voices this machine has. Raises SpeechError if there is no engine."""
+    engine = _init_engine(driver_name())
+    voices = []
+    for v in engine.getProperty("voices"):
+        languages = tuple(
+            lang.decode("utf-8", "replace") if isinstance(lang, bytes) else str(lang)
+            for lang in (v.languages or ())
+        )
+        voices.append(
+            Voice(
+                id=str(v.id),
+                name=str(v.name),
+                languages=languages,
+                gender=str(v.gender) if v.gender else None,
+            )
+        )
+    return voices
+
+
+def read_wav(raw: Path, text: str) -> tuple[np.ndarray, int]:
+    """The engine's 16-bit WAV as float32 mono samples and its sample rate."""
+    import numpy as np
+
+    try:
+        with wave.open(str(raw), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            data = w.readframes(w.getnframes())
+    except (OSError, EOFError, wave.Error) as e:
+        raise SpeechError(f"text-to-speech wrote no usable audio for {text!r}: {e}") from e
+    if width != 2:
+        raise SpeechError(
+            f"text-to-speech wrote {8 * width}-bit audio for {text!r}; only 16-bit is supported"
+        )
+    x = np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768)
+    if channels > 1:
+        x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1)
+    return x, rate
+
+
+def _cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def worker_count(missing: int, fixed: int | None = None) -> int:
+    """How many processes make this many missing clips (`fixed`: that many, at most)."""
+    if missing <= 0:
+        return 0
+    if fixed is not None:
+        return min(fixed, missing)
+    k = 1
+    while k < _cpu_count() and missing >= (k + 1) * k * _STARTUP_IN_CUES:
+        k += 1
+    return k
+
+
+def _check_hint() -> str:
+    if driver_name() == "espeak":
+        return "check that `espeak-ng -w /tmp/test.wav hello` works"
+    return "check that the system's text-to-speech works"
+
+
+def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
+    """Body of a synthesis process: one pyttsx3 engine, used from this main thread only.
+
+    Receives jobs ``(id, text, voice, rate, path)`` and answers each, in order, with
+    ``("done", id)``, ``("failed", id, why)`` or ``("bad-voice", id, voice)``; ``None`` or
+    a closed pipe ends it. Sends ``("no-engine", why)`` and ends if pyttsx3 cannot start.
+    """
+    import signal
+    import threading
+
+    # Ctrl-C reaches the whole process group; the parent decides and terminates us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # pyttsx3 prints "Audio saved to ..." on stdout for every save (trap 7).
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        import pyttsx3
+
+        engine = pyttsx3.init(driver)
+    except Exception as e:
+        conn.send(("no-engine", f"{type(e).__name__}: {e}"))
+        return
+
+    finished = threading.Event()
+    outcome: list[bool] = []
+    errors: list[object] = []
+
+    def on_finished(name: object = None, completed: bool = True, **_: object) -> None:
+        outcome.append(completed)
+        finished.set()
+
+    def on_error(name: object = None, exception: object = None, **_: object) -> None:
+        errors.append(exception)
+
+    engine.connect("finished-utterance", on_finished)
+    engine.connect("error", on_error)
+
+    if driver == "espeak":
+        from pyttsx3.drivers import _espeak
+
+        def settle() -> None:
+            # setProperty only queues a command for espeak's own thread, and runAndWait
+            # cancels espeak's queue if it is still busy, so the rate is lost (trap 3). The
+            # tail of the previous synthesis would likewise make the next runAndWait cancel
+            # (pyttsx3 then reports the new utterance as not completed). Wait until idle.
+            limit = time.monotonic() + timeout
+            while _espeak.IsPlaying() and time.monotonic() < limit:
+                time.sleep(0.001)
+    else:
+
+        def settle() -> None:
+            pass
+
+    def synth(text: str, path: str) -> str | None:
+        """Save one utterance to path: None on success, else what went wrong."""
+        settle()
+        finished.clear()
+        outcome.clear()
+        errors.clear()
+        # One save per runAndWait: of several queued saves only the last is written (trap 1).
+        engine.save_to_file(text, path)
+        engine.runAndWait()
+        # On espeak runAndWait can return before the file is written (trap 2); the
+        # finished-utterance event comes only after the write. Other drivers block in
+        # runAndWait, so a missing event there is not a failure.
+        in_time = finished.wait(timeout if driver == "espeak" else 1.0)
+        if driver == "espeak" and not in_time:
+            return f"no finished-utterance event within {timeout:g} s"
+        if errors:
+            return f"{type(errors[0]).__name__}: {errors[0]}"
+        if outcome and not outcome[-1]:
+            return "synthesis was cancelled"
+        if not os.path.exists(path) or os.path.getsize(path) <= 44:
+            return "no audio was written"
+        return None
+
+    voice: str | None = None
+    rate: int | None = None
+    warm = False
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        job_id, text, want_voice, want_rate, path = job
+        if not warm:
+            # A new engine holds setProperty back until its first runAndWait, which then
+            # cancels it (trap 3), and its first save returns early (trap 2). One throw-away
+            # save leaves it idle, so later setProperty calls take effect at once.
+            synth("warm up", path)
+            warm = True
+        # espeak calls back from its own thread; the finished-utterance callback goes on to
+        # touch pyttsx3's command queue, so let it return before we queue anything.
+        settle()
+        if want_voice != voice:
+            errors.clear()
+            # An unknown voice only fires an 'error' event (trap 7), synchronously here
+            # because the engine is idle.
+            engine.setProperty("voice", want_voice)
+            if errors:
+                voice = None
+                conn.send(("bad-voice", job_id, want_voice))
+                continue
+            voice = want_voice
+            rate = None  # a voice change may reset the rate: always set it again
+        if want_rate != rate:
+            engine.setProperty("rate", want_rate)
+            rate = want_rate
+        problem = synth(text, path)
+        conn.send(("done", job_id) if problem is None else ("failed", job_id, problem))
+
+
+@dataclass
+class _Job:
+    id: int
+    text: str
+    raw: Path  # where the worker writes the engine's own WAV
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    #: Sent, not yet answered, in order.
+    jobs: deque[_Job] = field(default_factory=deque)
+    #: Monotonic time at which its oldest unanswered job became the one it works on.
+    since: float = 0.0
+
+
+class Pyttsx3Engine:
+    """The system's voices through pyttsx3, in worker processes."""
+
+    name = "pyttsx3"
+
+    def identity(self, settings: SpeechSettings) -> tuple[str, ...]:
+        """What besides the text decides the samples: the driver, the voice, the rate."""
+        return (driver_name(), settings.voice, str(settings.rate))
+
+    def synthesize(
+        self,
+        texts: Sequence[str],
+        settings: SpeechSettings,
+        deliver: Deliver,
+        *,
+        scratch: Path,
+        workers: int | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Speak each text in worker processes; `deliver` gets each one's samples (in the
+        order they come back). Raises SpeechError on any failure or a timeout."""
+        import multiprocessing
+        from multiprocessing.connection import wait
+
+        ctx = multiprocessing.get_context("spawn")
+        # Post-processing needs numpy and soxr; import them while the workers start up
+        # rather than when the first clip is already waiting.
+        threading.Thread(target=import_post_processing, daemon=True).start()
+        driver = driver_name()
+        tag = uuid.uuid4().hex
+        jobs = [_Job(i, t, scratch / f".raw-{tag}-{i}.wav") for i, t in enumerate(texts)]
+        todo = deque(jobs)
+        total = len(jobs)
+        done = 0
+        pool: list[_Worker] = []
+        ok = False
+
+        def feed(w: _Worker) -> None:
+            while todo and len(w.jobs) < _IN_FLIGHT:
+                job = todo.popleft()
+                if not w.jobs:
+                    w.since = time.monotonic()
+                w.jobs.append(job)
+                w.conn.send((job.id, job.text, settings.voice, settings.rate, str(job.raw)))
+
+        def handle(w: _Worker, msg: tuple[Any, ...]) -> None:
+            kind = msg[0]
+            if kind == "no-engine":
+                raise SpeechError(NO_ENGINE)
+            job = w.jobs.popleft()
+            w.since = time.monotonic()
+            feed(w)  # before post-processing, so the worker does not wait for us
+            if kind == "bad-voice":
+                raise SpeechError(
+                    f"unknown voice {settings.voice!r}: the text-to-speech "
+                    "engine rejected it; pick one of its installed voices"
+                )
+            if kind == "failed":
+                raise SpeechError(
+                    f"text-to-speech failed on {short(job.text)}: {msg[2]}; {_check_hint()}"
+                )
+            nonlocal done
+            samples, rate = read_wav(job.raw, job.text)
+            job.raw.unlink(missing_ok=True)
+            done += 1
+            deliver(job.text, samples, rate)
+
+        try:
+            for _ in range(worker_count(total, workers)):
+                parent_end, child_end = ctx.Pipe()
+                process = ctx.Process(
+                    target=_worker_main,
+                    name="coach-tts",
+                    daemon=True,
+                    args=(child_end, driver, timeout),
+                )
+                process.start()
+                child_end.close()
+                worker = _Worker(process, parent_end)
+                pool.append(worker)
+                feed(worker)
+            while done < total:
+                busy = [w for w in pool if w.jobs]
+                late = min(busy, key=lambda w: w.since)
+                left = late.since + timeout - time.monotonic()
+                if left <= 0:
+                    raise SpeechError(
+                        f"text-to-speech took over {timeout:g} s on "
+                        f"{short(late.jobs[0].text)}; {_check_hint()}"
+                    )
+                wait([w.conn for w in busy] + [w.process.sentinel for w in busy], left)
+                for w in busy:
+                    try:
+                        while w.jobs and w.conn.poll():
+                            handle(w, w.conn.recv())
+                    except (EOFError, OSError):
+                        pass  # the pipe broke: the process is gone, reported just below
+                    if w.jobs and not w.process.is_alive():
+                        raise SpeechError(
+                            f"text-to-speech stopped (exit code {w.process.exitcode}) on "
+                            f"{short(w.jobs[0].text)}; {_check_hint()}"
+                        )
+            ok = True
+        finally:
+            _stop(pool, graceful=ok)
+            for job in jobs:
+                job.raw.unlink(missing_ok=True)
+
+
+def _stop(workers: list[_Worker], *, graceful: bool) -> None:
+    """End the worker processes: politely when they are idle, else terminate them."""
+    for w in workers:
+        if graceful:
+            with contextlib.suppress(OSError):
+                w.conn.send(None)
+        else:
+            w.process.terminate()
+    for w in workers:
+        w.process.join(1.0)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join()
+        w.process.close()
+        w.conn.close()
