@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 from coach import __version__
 from coach.errors import CoachError, UsageError
 from coach.routine import PACE_HINT, parse_pace
-from coach.timetext import parse_duration
+from coach.timetext import clock, parse_duration
+from coach.units import RATE
 
 
 def _pace(text: str) -> float:
@@ -225,7 +227,17 @@ def _prepare(args: argparse.Namespace, *, live: bool = False):  # type: ignore[n
         chimes=args.chimes,
         countdown=args.countdown,
     )
-    prepared = prepare(args.routine, options, progress=_progress("preparing speech", 20), live=live)
+    from coach.timeline import TimelineError
+
+    try:
+        prepared = prepare(
+            args.routine, options, progress=_progress("preparing speech", 20), live=live
+        )
+    except TimelineError as exc:
+        raise UsageError(
+            f"--length {clock(exc.asked)} is shorter than the speech alone "
+            f"({clock(exc.shortest)}); ask for at least {math.ceil(exc.shortest / RATE)}s"
+        ) from None
     for warning in prepared.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return prepared
@@ -261,8 +273,7 @@ def _progress(what: str, minimum: int, unit=str):  # type: ignore[no-untyped-def
 def cmd_run(args: argparse.Namespace) -> int:
     from coach.live import run_live
     from coach.speakers import find_device
-    from coach.terminal import Keys, Screen, Status, render_status
-    from coach.timetext import clock
+    from coach.terminal import Keys, Screen, render_status
 
     device = find_device(args.device)  # before the work: a wrong device fails at once
     prepared = _prepare(args, live=True)
@@ -270,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     title = prepared.routine.title
 
     def show(player) -> None:  # type: ignore[no-untyped-def]
-        screen.draw(render_status(Status(title=title, **player.status()), screen.width))
+        screen.draw(render_status(player.status(), screen.width))
 
     listen = args.listen or args.mic is not None
     if not screen.interactive:
@@ -311,8 +322,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from coach.render import RenderOptions, check_request, render
-    from coach.timetext import clock
-    from coach.units import RATE
 
     options = RenderOptions(
         captions=args.captions, chapters=args.chapters, split=args.split, ambient=args.ambient
@@ -341,7 +350,6 @@ def format_table(prepared) -> str:  # type: ignore[no-untyped-def]
     """The timeline for people: one row a cue or chime, a row a run for its pulses."""
     from coach.session import pace_label
     from coach.timeline import PULSE
-    from coach.timetext import clock
 
     tl = prepared.timeline
     lines = [
@@ -382,15 +390,14 @@ def cmd_record_list(args: argparse.Namespace) -> int:
     """What to record for a routine: needs no audio stack, only the routine and pack."""
     import re
 
-    from coach.live import live_texts
     from coach.routine import load_routine
+    from coach.script import write_script
     from coach.session import choose_pack
-    from coach.timeline import write_script
 
     routine = load_routine(args.routine)
     pack = choose_pack(routine, args.voice)
     script = write_script(routine, pack, countdown=args.countdown)
-    texts = sorted(script.texts() | live_texts(routine, pack, script))
+    texts = sorted(script.texts() | script.control_texts())
     done = [t for t in texts if t in pack.clips]
     folder = pack.folder or Path(pack.id)
     print(

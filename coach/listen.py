@@ -31,25 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from coach.controls import WORDS, Command
+
 if TYPE_CHECKING:
     import numpy as np
 
-#: What a user says -> the live Player's control. "pause" and "resume" only pause and
-#: only resume (a key toggles), so a command heard twice does not undo itself.
-COMMANDS: dict[str, str] = {
-    "pause": "hold",
-    "resume": "resume",
-    "next": "next",
-    "back": "back",
-    "repeat": "repeat",
-    "faster": "faster",
-    "slower": "slower",
-    "more time": "more",
-    "more pressure": "more_pressure",
-    "lighter": "less_pressure",
-}
-
-RATE = 16000  # what the acoustic model was trained on
+#: The microphone's sample rate: what the acoustic model was trained on (the session
+#: itself plays at coach.units.RATE).
+MIC_RATE = 16000
 #: An utterance whose words take longer than this is talk, not a command (the slowest
 #: espeak-ng voice in bench_listen says "more pressure" in 1.1 s).
 MAX_COMMAND = 1.6
@@ -87,7 +76,7 @@ class Heard:
     time.monotonic(), from the microphone's clock)."""
 
     phrase: str
-    control: str
+    control: Command
     start: float
     end: float
 
@@ -108,7 +97,7 @@ class Recognizer:
         words = importlib.resources.files("coach") / "listen.dict"
         with importlib.resources.as_file(words) as path:
             self._decoder = ps.Decoder(
-                samprate=RATE, dict=str(path), fsgusefiller=False, topn=32, loglevel="FATAL"
+                samprate=MIC_RATE, dict=str(path), fsgusefiller=False, topn=32, loglevel="FATAL"
             )
         d = self._decoder
         d.add_fsg("commands", d.create_fsg("commands", 0, 1, self._transitions()))
@@ -121,14 +110,14 @@ class Recognizer:
         trans: list[tuple] = [(start, start, 0.5, "<sil>"), (final, final, 0.5, "<sil>")]
         state = 2
         first = start
-        for phrase in COMMANDS:
+        for phrase in WORDS:
             words = phrase.split()
             at = first
             for i, word in enumerate(words):
                 to = final if i == len(words) - 1 else state
                 if to == state:
                     state += 1
-                trans.append((at, to, 1.0 / len(COMMANDS) if i == 0 else 1.0, word))
+                trans.append((at, to, 1.0 / len(WORDS) if i == 0 else 1.0, word))
                 at = to
         return trans
 
@@ -147,7 +136,7 @@ class Recognizer:
         if hyp is None:
             return None
         phrase = " ".join(hyp.hypstr.split())
-        if phrase not in COMMANDS:  # the search ended before the grammar did
+        if phrase not in WORDS:  # the search ended before the grammar did
             return None
         spans = [
             (s.start_frame, s.end_frame) for s in self._decoder.seg() if not s.word.startswith("<")
@@ -170,10 +159,10 @@ def to_pcm(samples: np.ndarray, rate: int, *, dither: float = DITHER, seed: int 
     import numpy as np
 
     y = np.asarray(samples, dtype=np.float64)
-    if rate != RATE:
+    if rate != MIC_RATE:
         import soxr
 
-        y = soxr.resample(y, rate, RATE)
+        y = soxr.resample(y, rate, MIC_RATE)
     return _dithered(y * 32768, seed, dither)
 
 
@@ -199,20 +188,20 @@ class Listener:
         self,
         recognizer: Recognizer,
         *,
-        rate: int = RATE,
+        rate: int = MIC_RATE,
         gate: Callable[[float, float], bool] | None = None,
     ) -> None:
         ps = _pocketsphinx()
         self.recognizer = recognizer
         self.gate = gate or (lambda start, end: False)
         self.counts = Counts()
-        self._endpointer = ps.Endpointer(window=WINDOW, ratio=RATIO, sample_rate=RATE)
+        self._endpointer = ps.Endpointer(window=WINDOW, ratio=RATIO, sample_rate=MIC_RATE)
         self._frame = self._endpointer.frame_bytes
         self._resample: Any = None
-        if rate != RATE:
+        if rate != MIC_RATE:
             import soxr
 
-            self._resample = soxr.ResampleStream(rate, RATE, 1, dtype="int16")
+            self._resample = soxr.ResampleStream(rate, MIC_RATE, 1, dtype="int16")
         self._pending = bytearray()
         self._utterance = bytearray()
         self._samples = 0  # 16 kHz samples given to the endpointer
@@ -227,7 +216,7 @@ class Listener:
         self._pending += pcm
         # The stream's clock: the time of its sample 0, from the newest block's capture.
         waiting = len(self._pending) // 2
-        self._offset = captured - (self._samples + waiting) / RATE
+        self._offset = captured - (self._samples + waiting) / MIC_RATE
         heard: list[Heard] = []
         ep = self._endpointer
         while len(self._pending) >= self._frame:
@@ -240,7 +229,7 @@ class Listener:
                 continue
             if not was_in_speech:
                 self._utterance.clear()
-            if len(self._utterance) < MAX_UTTERANCE * RATE * 2:
+            if len(self._utterance) < MAX_UTTERANCE * MIC_RATE * 2:
                 self._utterance += speech
             if not ep.in_speech:
                 command = self._finish(ep.speech_start, ep.speech_end)
@@ -272,7 +261,7 @@ class Listener:
             counts.rejected += 1
             return None
         counts.heard += 1
-        return Heard(phrase, COMMANDS[phrase], t0, t1)
+        return Heard(phrase, WORDS[phrase], t0, t1)
 
 
 def _has_voice(x: np.ndarray) -> bool:
@@ -280,9 +269,9 @@ def _has_voice(x: np.ndarray) -> bool:
     import numpy as np
 
     spectrum = np.fft.rfft(x)
-    spectrum[: int(LOW_CUT * len(x) / RATE) + 1] = 0
+    spectrum[: int(LOW_CUT * len(x) / MIC_RATE) + 1] = 0
     y = np.fft.irfft(spectrum, len(x))
-    frame = round(0.03 * RATE)
+    frame = round(0.03 * MIC_RATE)
     frames = len(y) // frame
     if frames == 0:
         return False
@@ -329,7 +318,7 @@ class VoiceControl:
         try:
             device = speakers.find_input(self.mic_spec)  # cheap: before loading the model
             recognizer = Recognizer()
-            mic = speakers.Input(device, self._on_audio, rate=RATE)
+            mic = speakers.Input(device, self._on_audio, rate=MIC_RATE)
             mic.start()
         except (ListenError, speakers.AudioDeviceError) as e:
             self._off(str(e))

@@ -27,14 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from coach.controls import Command, Status
 from coach.mixer import Mixer, SoundBank
-from coach.routine import PACE_RANGE, Routine
-from coach.timeline import SPEECH, Event, Script, Segment, Sounds, Timeline, build_rest
+from coach.routine import PACE_RANGE
+from coach.script import Hint, Script
+from coach.timeline import CHIME, SPEECH, Event, Kind, Segment, Sounds, Timeline, build_rest
 from coach.units import RATE, Samples, to_samples
-from coach.voicepack import VoicePack
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from coach.session import Prepared
 
 #: Frames the player makes at a time (a control takes effect after the block playing,
 #: so this bounds its delay, with the device's latency), and how far ahead of the
@@ -55,22 +58,6 @@ LATENCY = 0.03
 #: Silence after the end, so the device plays out what it holds (AUDIO-NOTES).
 TAIL: Samples = to_samples(0.4)
 
-#: Every control a Player takes. "pause" toggles (a key); "hold" only pauses and
-#: "resume" only resumes (spoken words, which must not undo each other when heard twice).
-COMMANDS = (
-    "pause",
-    "hold",
-    "resume",
-    "next",
-    "back",
-    "repeat",
-    "faster",
-    "slower",
-    "more",
-    "quit",
-    "more_pressure",
-    "less_pressure",
-)
 #: How long after the coach last made a sound (speech or a chime, heard in the room)
 #: the microphone is still taken to hear it: the room's echo, the sound server's buffers
 #: and the microphone's own latency.
@@ -226,7 +213,7 @@ class Player:
         out: Any,
         *,
         gain: float,
-        phrases: Callable[[str], str | None] | None = None,
+        speak_controls: bool = True,
         latency: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -236,8 +223,8 @@ class Player:
         self.gain = gain
         self.channels = bank.channels
         self.mixer = Mixer(plan.timeline, bank, gain=gain)
-        self.commands: queue.Queue[tuple[str, str | None]] = queue.Queue()
-        self.phrases = phrases or (lambda name: None)
+        self.commands: queue.Queue[tuple[Command, str | None]] = queue.Queue()
+        self.speak_controls = speak_controls  # say "paused", the pressure hints...
         self.paused = False
         self.resume_at: Samples = 0  # where a pause will resume
         self.hold: Hold | None = None
@@ -272,23 +259,28 @@ class Player:
             return tag[2]
         return tag[0] + min(offset, tag[1])
 
-    def _now(self) -> Samples:
-        """Where a change can take effect: after the block being played (the queue
-        finishes it before anything that follows)."""
-        tag, _ = self.out.played
+    def _cut(self) -> Samples:
+        """Drop what is queued after the block being played, and return where the
+        session stands after that block: the moment a control takes effect from. It is
+        read from what the queue kept, not before clearing it, since the output may
+        move on into the next block meanwhile (that block then plays, and the control
+        follows it, so no block ever plays twice)."""
+        tag = self.out.clear()
         return self.origin if tag is None else tag[2]
 
     # -- controls ------------------------------------------------------------------
 
-    def control(self, name: str, heard: str | None = None) -> None:
+    def control(self, name: Command | str, heard: str | None = None) -> None:
         """Queue a control for the next round. `heard` is the spoken phrase when it came
         by voice: it is then always acknowledged with a tap and shown."""
-        if name not in COMMANDS:
-            raise ValueError(f"unknown control {name!r}")
-        self.commands.put((name, heard))
+        try:
+            command = Command(name)
+        except ValueError:
+            raise ValueError(f"unknown control {name!r}") from None
+        self.commands.put((command, heard))
 
-    def _apply(self, name: str, heard: str | None = None) -> None:
-        if self.finished and name != "quit":
+    def _apply(self, name: Command, heard: str | None = None) -> None:
+        if self.finished and name != Command.QUIT:
             return
         self._tapped = False
         before, self.message = self.message, ""
@@ -300,75 +292,75 @@ class Player:
         elif not self.message:
             self.message = before
 
-    def _run(self, name: str) -> None:
-        if name == "quit":
-            self._cut_to(self._now())
+    def _run(self, name: Command) -> None:
+        if name == Command.QUIT:
+            self._fade_out(self._cut())
             self.quit = True
             self.message = "stopping"
             return
         if (
-            name == "pause"
-            or (name == "hold" and not self.paused)
-            or (name == "resume" and self.paused)
+            name == Command.PAUSE
+            or (name == Command.HOLD and not self.paused)
+            or (name == Command.RESUME and self.paused)
         ):
             self._toggle_pause()
             return
-        if name in ("hold", "resume"):  # already so
+        if name in (Command.HOLD, Command.RESUME):  # already so
             return
         if self.paused:
             self._toggle_pause()  # any other control resumes first
-        now = self._now()
+        now = self._cut()
         plan = self.plan
-        if name == "next":
+        if name == Command.NEXT:
             self._switch(plan.next_step(now), now)
             self.message = "next step"
-        elif name == "back":
+        elif name == Command.BACK:
             self._switch(plan.back(now), now)
             self.message = "back"
-        elif name in ("faster", "slower"):
-            factor = plan.factor / PACE_STEP if name == "faster" else plan.factor * PACE_STEP
+        elif name in (Command.FASTER, Command.SLOWER):
+            faster = name == Command.FASTER
+            factor = plan.factor / PACE_STEP if faster else plan.factor * PACE_STEP
             self._switch(plan.repace(now, factor), now)
             self.message = f"{name}: pace {plan.factor:.2f}x"
-        elif name == "more":
+        elif name == Command.MORE_TIME:
             self._switch(plan.more_time(now), now)
             self.message = "30 seconds more on this step"
-        elif name == "repeat":
+        elif name == Command.REPEAT:
             self._repeat(now)
-        elif name in ("more_pressure", "less_pressure"):
-            self._pressure(now, name)
+        elif name in (Command.MORE_PRESSURE, Command.LESS_PRESSURE):
+            self._pressure(now, "more" if name == Command.MORE_PRESSURE else "less")
 
     def _tap(self) -> None:
-        tap = self._sound(Event(0, 0, 0, 0, "chime", "wood", None, None, "ack"))
-        self.overlays.append(Hold(tap))
+        self.overlays.append(Hold(self._sound(CHIME, "wood")))
         self._tapped = True
 
-    def _sound(self, event: Event) -> np.ndarray:
-        """An event's samples in the output's channels, at the session's level."""
+    def _sound(self, kind: Kind, name: str) -> np.ndarray:
+        """A spoken text or a chime, centred, in the output's channels at the session's
+        level."""
         import numpy as np
 
-        mono = self.bank.samples(event)
-        gains = self.bank.gains(event)
+        mono = self.bank.speech(name) if kind == SPEECH else self.bank.chime(name)
         out = np.empty((len(mono), self.channels), dtype=np.float32)
-        for c, g in enumerate(gains):
+        for c, g in enumerate(self.bank.gains_of(kind)):
             out[:, c] = mono * np.float32(g * self.gain)
         return out
 
-    def _speech(self, text: str) -> np.ndarray:
-        return self._sound(Event(0, 0, 0, 0, SPEECH, text, None, None, "ack"))
+    def _say(self, text: str) -> Hold | None:
+        """What the coach says about a control, played while the session's clock is held."""
+        return Hold(self._sound(SPEECH, text)) if text and self.speak_controls else None
 
     def _switch(self, timeline: Timeline, now: Samples) -> None:
         """Go on from `now` with a new schedule, fading across from the old one."""
         old = self.mixer
         self.mixer = Mixer(timeline, self.bank, gain=self.gain, start=now)
-        self._cut_to(now, fade_from=old)
+        self._fade_out(now, fade_from=old)
         self._tap()
 
-    def _cut_to(self, now: Samples, fade_from: Mixer | None = None) -> None:
-        """Drop what is queued after the block playing, fade out what was sounding at
-        `now` (in `fade_from`'s schedule, by default the current one), go on from `now`."""
+    def _fade_out(self, now: Samples, fade_from: Mixer | None = None) -> None:
+        """Fade out what was sounding at `now` (in `fade_from`'s schedule, by default the
+        current one) and go on from `now`; the queue has been cut there (`_cut`)."""
         import numpy as np
 
-        self.out.clear()
         mixer = fade_from or self.mixer
         mixer.seek(now)
         tail = mixer.read(FADE) * np.linspace(1, 0, FADE, dtype=np.float32)[:, None]
@@ -377,18 +369,16 @@ class Player:
 
     def _toggle_pause(self) -> None:
         if not self.paused:
-            now = self._now()
+            now = self._cut()
             cue = self.plan.cue_at(now)
-            self._cut_to(now)
+            self._fade_out(now)
             self.paused = True
             self.resume_at = cue.start if cue is not None else now
-            said = self.phrases("paused")
-            self.hold = Hold(self._speech(said)) if said else None
+            self.hold = self._say(self.plan.script.paused)
             self.message = "paused"
         else:
             self.paused = False
-            said = self.phrases("resumed")
-            self.hold = Hold(self._speech(said)) if said else None
+            self.hold = self._say(self.plan.script.resumed)
             self.made = self.resume_at
             self._fade_in = True
             self.message = "resumed"
@@ -396,28 +386,27 @@ class Player:
     def _repeat(self, now: Samples) -> None:
         cue = self.plan.cue_at(now)
         if cue is not None:  # a cue is under way: start it again
-            self._cut_to(now)
+            self._fade_out(now)
             self.made = cue.start
             self._fade_in = True
         else:
             last = self.plan.last_cue(now)
             if last is None:
+                self.made = now  # nothing to repeat: the session goes on as it was
                 return
-            self._cut_to(now)
-            self.hold = Hold(self._speech(last.text))
+            self._fade_out(now)
+            self.hold = Hold(self._sound(SPEECH, last.text))
         self.message = "repeat"
 
-    def _pressure(self, now: Samples, which: str) -> None:
+    def _pressure(self, now: Samples, which: Hint) -> None:
         seg = self.plan.segment_at(now)
-        hint = None
-        if seg is not None:
-            hint = self.phrases(f"{which}:{seg.run}")
-        hint = hint or self.phrases(which)
-        if not hint:
+        hold = self._say(self.plan.script.pressure_hint(seg.run if seg else None, which))
+        if hold is None:
+            self.made = now  # nothing to say: the session goes on as it was
             return
-        self._cut_to(now)
-        self.hold = Hold(self._speech(hint))
-        self.message = "more pressure" if which == "more_pressure" else "lighter"
+        self._fade_out(now)
+        self.hold = hold
+        self.message = "more pressure" if which == "more" else "lighter"
 
     # -- making blocks -------------------------------------------------------------
 
@@ -504,30 +493,31 @@ class Player:
 
     # -- for the screen ------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
+        """What the screen shows now."""
         now = self.position()
         tl = self.plan.timeline
         seg = self.plan.segment_at(now)
         runs = self.plan.script.runs
-        steps = len({r.step for r in runs})
         nxt = None
         if seg is not None:
             later = [r for r in runs if r.step > seg.step]
             nxt = later[0].title if later else None
-        return {
-            "step": None if seg is None else seg.step + 1,
-            "steps": steps,
-            "step_title": "closing" if seg is None else seg.title,
-            "side": None if seg is None else seg.side,
-            "step_left": 0.0 if seg is None else max(0, seg.end - now) / RATE,
-            "session_left": max(0, tl.total - now) / RATE,
-            "session_total": tl.total / RATE,
-            "next_title": nxt,
-            "pace": self.plan.factor,
-            "paused": self.paused,
-            "message": self.message,
-            "voice": self.voice,
-        }
+        return Status(
+            title=self.plan.script.title,
+            step=None if seg is None else seg.step + 1,
+            steps=len({r.step for r in runs}),
+            step_title="closing" if seg is None else seg.title,
+            side=None if seg is None else seg.side,
+            step_left=0.0 if seg is None else max(0, seg.end - now) / RATE,
+            session_left=max(0, tl.total - now) / RATE,
+            session_total=tl.total / RATE,
+            next_title=nxt,
+            pace=self.plan.factor,
+            paused=self.paused,
+            message=self.message,
+            voice=self.voice,
+        )
 
 
 def feed(player: Player, stop: threading.Event, period: float = 0.004) -> None:
@@ -547,21 +537,21 @@ class LiveResult:
 
 
 def run_live(
-    prepared: Any,
+    prepared: Prepared,
     *,
     device: str | None = None,
     keys: Any = None,
     screen: Any = None,
     on_tick: Callable[[Player], None] | None = None,
-    phrases: Callable[[str], str | None] | None = None,
+    speak_controls: bool = True,
     listen: bool = False,
     mic: str | None = None,
 ) -> LiveResult:
     """Play a prepared session through the speakers until it ends or is quit.
 
     `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status;
-    `on_tick` sees the player about ten times a second; `phrases` overrides what the
-    coach says about controls (None from it: nothing). With `listen`, spoken commands
+    `on_tick` sees the player about ten times a second; without `speak_controls` the
+    coach says nothing about controls (paused, the pressure hints). With `listen`, spoken commands
     from the `mic` input device (default: the system's) steer it too; without a working
     microphone it plays on with keys. Ctrl-C fades out within a few blocks and re-raises
     KeyboardInterrupt.
@@ -576,7 +566,7 @@ def run_live(
     gain = session_gain(prepared.timeline, SoundBank(prepared.clips(), volume=volume))
     plan = LivePlan(prepared.script, prepared.sounds, prepared.timeline, chimes=prepared.chimes)
     out = speakers.BlockQueue(channels)
-    player = Player(plan, bank, out, gain=gain, phrases=phrases or phrase_lookup(prepared))
+    player = Player(plan, bank, out, gain=gain, speak_controls=speak_controls)
     voice = None
     if listen:
         from coach.listen import VoiceControl
@@ -609,7 +599,7 @@ def run_live(
                 screen(player)
     except KeyboardInterrupt:
         interrupted = True
-        player.control("quit")
+        player.control(Command.QUIT)
         deadline = time.monotonic() + 0.3
         while out.queued_frames() > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -632,31 +622,3 @@ def run_live(
         if voice is not None and voice.listener is not None
         else 0,
     )
-
-
-def control_phrases(routine: Routine, pack: VoicePack, script: Script) -> dict[str, str]:
-    """What the coach says about controls, by name: paused, resumed, the general pressure
-    hints, and each run's own ("more_pressure:3"), its {side} filled in."""
-    p = pack.phrases
-    said = {
-        "paused": p.paused,
-        "resumed": p.resumed,
-        "more_pressure": p.more_pressure,
-        "less_pressure": p.less_pressure,
-    }
-    for i, run in enumerate(script.runs):
-        pressure = routine.steps[run.step].pressure
-        for name, hint in (("more_pressure", pressure.more), ("less_pressure", pressure.less)):
-            if hint:
-                said[f"{name}:{i}"] = hint.format(side=p.side(run.side)) if run.side else hint
-    return said
-
-
-def phrase_lookup(prepared: Any) -> Callable[[str], str | None]:
-    """The texts the player speaks for its controls (all synthesized ahead), by name."""
-    return control_phrases(prepared.routine, prepared.pack, prepared.script).get
-
-
-def live_texts(routine: Routine, pack: VoicePack, script: Script) -> set[str]:
-    """Texts a live session may speak besides the timeline's."""
-    return set(control_phrases(routine, pack, script).values())

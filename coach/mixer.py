@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from coach import chimes, loudness
 from coach.loudness import SPEECH_LUFS, TARGET_LUFS
-from coach.timeline import CHIME, PULSE, SPEECH, Event, Timeline
+from coach.timeline import CHIME, PULSE, SPEECH, Event, Kind, Timeline
 from coach.units import RATE, Samples, to_samples
 
 if TYPE_CHECKING:
@@ -61,33 +61,46 @@ class SoundBank:
         self.speech_gain = gain / math.sqrt(2) if channels == 2 else volume
 
     def samples(self, event: Event) -> np.ndarray:
+        """An event's mono samples."""
         if event.kind == SPEECH:
-            clip = self._speech.get(event.text)
-            if clip is None:
-                clip = self.clips.load(event.text)
-                self._speech[event.text] = clip
-                if len(self._speech) > _KEEP_CLIPS:
-                    self._speech.popitem(last=False)
-            else:
-                self._speech.move_to_end(event.text)
-            return clip
+            return self.speech(event.text)
         if event.kind == CHIME:
-            own = getattr(self.clips, "chime", None)
-            sound = own(event.text) if own is not None else None
-            return sound if sound is not None else chimes.chime(event.text)
+            return self.chime(event.text)
         if event.kind == PULSE:
             return chimes.pulse()
         raise ValueError(f"unknown event kind {event.kind!r}")
 
+    def speech(self, text: str) -> np.ndarray:
+        """A spoken text's mono samples."""
+        clip = self._speech.get(text)
+        if clip is None:
+            clip = self.clips.load(text)
+            self._speech[text] = clip
+            if len(self._speech) > _KEEP_CLIPS:
+                self._speech.popitem(last=False)
+        else:
+            self._speech.move_to_end(text)
+        return clip
+
+    def chime(self, name: str) -> np.ndarray:
+        """A chime's mono samples: the voice pack's own file, or one of the project's."""
+        own = getattr(self.clips, "chime", None)
+        sound = own(name) if own is not None else None
+        return sound if sound is not None else chimes.chime(name)
+
     def gains(self, event: Event) -> tuple[float, ...]:
         """Per-channel gain of an event."""
-        if self.channels == 1:
-            return (self.speech_gain,) if event.kind == SPEECH else (1.0,)
-        if event.kind == SPEECH:
-            return (self.speech_gain, self.speech_gain)
         pan = 0.0
         if event.kind == CHIME and event.role == "side" and event.side:
             pan = -SIDE_PAN if event.side == "left" else SIDE_PAN
+        return self.gains_of(event.kind, pan)
+
+    def gains_of(self, kind: Kind, pan: float = 0.0) -> tuple[float, ...]:
+        """Per-channel gain of a sound of this kind at `pan` (-1 left, +1 right)."""
+        if self.channels == 1:
+            return (self.speech_gain,) if kind == SPEECH else (1.0,)
+        if kind == SPEECH:
+            return (self.speech_gain, self.speech_gain)
         angle = (pan + 1) * math.pi / 4  # constant power: cos^2 + sin^2 = 1
         return (math.cos(angle), math.sin(angle))
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from coach.chimes import PULSE_SECONDS, SYNTH_CHIMES
 from coach.errors import UsageError, VoicePackError
 from coach.routine import Routine, load_routine, pace_name
-from coach.timeline import Pacing, Script, Sounds, Timeline, build, write_script
+from coach.script import Script, write_script
+from coach.timeline import Pacing, Sounds, Timeline, build
 from coach.units import Seconds, to_samples
 from coach.voicepack import DEFAULT_PACK, VoicePack, check_language, load_pack, resolve_voice
 
@@ -134,9 +135,7 @@ def prepare(
     synth = speech.Synthesizer(cache)
     texts = script.texts()
     if live:
-        from coach.live import live_texts
-
-        texts |= live_texts(routine, pack, script)
+        texts |= script.control_texts()
     recorded = load_recordings(pack, texts)
     lengths = synth.ensure(sorted(texts - recorded.keys()), settings, progress=progress)
     lengths.update({text: len(recorded[text]) for text in texts & recorded.keys()})

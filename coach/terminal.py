@@ -27,37 +27,14 @@ import threading
 import time
 import tty
 import unicodedata
-from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import Any, TextIO
 
+from coach.controls import KEY_HELP, KEYS, Command, Status
 from coach.routine import pace_name
 from coach.timetext import countdown_clock
 
 # -- Keys ---------------------------------------------------------------------------
-
-PAUSE, NEXT, BACK, REPEAT = "pause", "next", "back", "repeat"
-FASTER, SLOWER, MORE, QUIT = "faster", "slower", "more", "quit"
-COMMANDS = (PAUSE, NEXT, BACK, REPEAT, FASTER, SLOWER, MORE, QUIT)
-
-#: Every key the live session knows, and its command. Letters also work in upper case
-#: (caps lock); any other key is ignored.
-KEYMAP: dict[str, str] = {
-    " ": PAUSE,  # pause, and resume
-    "n": NEXT,
-    "b": BACK,
-    "r": REPEAT,  # repeat the last cue
-    "+": FASTER,
-    "=": FASTER,  # + without shift
-    "-": SLOWER,
-    "_": SLOWER,  # - with shift
-    "m": MORE,  # more time on this step
-    "q": QUIT,
-    "\x04": QUIT,  # Ctrl-D: in cbreak mode the terminal passes it on instead of an EOF
-}
-
-#: The keys, as the screen shows them.
-KEY_HELP = "space pause  n next  b back  r repeat  +/- pace  m more time  q quit"
 
 _ESC = 0x1B
 #: How long to wait for the rest of an escape sequence that arrived cut in two; after
@@ -66,11 +43,11 @@ ESC_WAIT = 0.05
 _INCOMPLETE = object()
 
 
-def _command(byte: int) -> str | None:
+def _command(byte: int) -> Command | None:
     if byte >= 0x80:  # a piece of a non-ASCII character: never a command
         return None
     key = chr(byte)
-    return KEYMAP.get(key) or KEYMAP.get(key.lower())
+    return KEYS.get(key) or KEYS.get(key.lower())
 
 
 def _escape_length(buf: bytes | bytearray) -> int | None:
@@ -158,12 +135,12 @@ class Keys:
         if callable(old):
             old(signum, frame)
 
-    def read(self, timeout: float) -> str | None:
+    def read(self, timeout: float) -> Command | None:
         """The next command, waiting up to `timeout` seconds; None when no command came.
 
         Keys that arrive together (a pedal's burst) come out one per call, in order.
         Unknown keys and escape sequences (arrows, function keys) are skipped. The end of
-        input (the terminal went away) reads as "quit", every time.
+        input (the terminal went away) reads as QUIT, every time.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         if not self.interactive or self.fd is None:
@@ -171,7 +148,7 @@ class Keys:
             return None
         while True:
             if self._eof:
-                return QUIT
+                return Command.QUIT
             command = self._take()
             if command is _INCOMPLETE:
                 # An escape sequence cut in two: wait a moment for its rest, whatever the
@@ -180,13 +157,13 @@ class Keys:
                     del self._buf[:1]
                 continue
             if command is not None:
-                assert isinstance(command, str)
+                assert isinstance(command, Command)
                 return command
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._fill(remaining):
-                return QUIT if self._eof else None
+                return Command.QUIT if self._eof else None
 
-    def _take(self) -> str | object | None:
+    def _take(self) -> Command | object | None:
         """Consume the buffer up to and including the first command; return it, or
         _INCOMPLETE when the buffer ends in part of an escape sequence, or None when the
         buffer held no command (it is then empty)."""
@@ -236,25 +213,6 @@ def _in_foreground(fd: int) -> bool:
 
 
 # -- What the screen shows ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Status:
-    """Everything the screen shows, in plain values (seconds, strings)."""
-
-    title: str  # the routine's title
-    step: int | None  # the current step, 1-based; None before the first or after the last
-    steps: int
-    step_title: str
-    side: str | None
-    step_left: float  # seconds left in the current step (one side of it)
-    session_left: float
-    session_total: float
-    next_title: str | None  # None at the last step
-    pace: float  # the pace factor: 1.25 slow, 1.0 normal, 0.8 brisk
-    paused: bool
-    message: str = ""  # e.g. "slower: pace 1.10x", 'heard "next": next step'
-    voice: str = ""  # voice commands: "listening", "off: no microphone"; "" without --listen
 
 
 #: The longest the progress bar gets, brackets and percentage included.

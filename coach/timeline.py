@@ -1,13 +1,11 @@
 """The timeline: every cue, chime and pulse of a session with its start and end.
 
 It is computed before any sound is made and is the one source of truth for preview,
-captions, chapters, rendering and live playback. Two pure steps, no clock and no I/O:
+captions, chapters, rendering and live playback. Pure: no clock and no I/O.
 
-1. `write_script(routine, pack)` decides *what* is said and sounded in each run of a step
-   (a step with sides runs once per side). It knows every text, so speech can be
-   synthesized (and measured) before anything is placed.
-2. `build(script, sounds, pacing)` decides *when*, in integer samples at RATE, from the
-   measured lengths. Its rules (SPEC "Timing rules"): speech never overlaps and is kept
+`coach.script.write_script` has decided *what* is said and sounded in each run (a step,
+or one side of it), and the speech stage has measured every text. `build(script, sounds,
+pacing)` decides *when*, in integer samples at RATE. Its rules: speech never overlaps and is kept
    GAP apart; a run's opening speech starts at its start (after its chime, when chimes
    sound); tips and countdowns sit at their times and are pushed later, never dropped,
    when speech is in the way; a run is lengthened until its speech fits; a countdown
@@ -22,12 +20,12 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-from coach.errors import UsageError
-from coach.routine import Routine
-from coach.timetext import clock, format_duration
-from coach.units import RATE, Samples, Seconds, to_samples, to_seconds
-from coach.voicepack import VoicePack
+from coach.errors import CoachError
+from coach.script import Run, Script
+from coach.timetext import clock
+from coach.units import RATE, Samples, to_samples, to_seconds
 
 #: Silence kept between two spoken cues.
 GAP: Samples = to_samples(0.35)
@@ -38,119 +36,37 @@ TAIL: Samples = to_samples(0.5)
 #: Silence at the very end of a session (it also lets an audio device drain).
 END_SILENCE: Samples = to_samples(1.5)
 
-SPEECH, CHIME, PULSE = "speech", "chime", "pulse"
-_KIND_ORDER = {CHIME: 0, SPEECH: 1, PULSE: 2}
+#: What an event is: a spoken cue, a chime, or a beat of the rhythm.
+Kind = Literal["speech", "chime", "pulse"]
+SPEECH: Kind = "speech"
+CHIME: Kind = "chime"
+PULSE: Kind = "pulse"
+_KIND_ORDER: dict[Kind, int] = {CHIME: 0, SPEECH: 1, PULSE: 2}
+
+#: What an event does in the session. Speech: a run's announcement (its title) and its
+#: instructions, a side switch, a tip, a countdown, the halfway cue, the closing words.
+#: Chimes: a step's, a side's, the end's. Pulses: the rhythm.
+Role = Literal[
+    "announce", "say", "switch", "tip", "countdown", "halfway", "finished",
+    "step", "side", "end",
+    "rhythm",
+]  # fmt: skip
 
 
-# -- What is said -------------------------------------------------------------------
+class TimelineError(CoachError):
+    """A session cannot be laid out as asked: a target length shorter than the speech.
+    `shortest` is the least length that holds it; the command line words the message
+    with its own option's name."""
 
+    exit_code = 2
 
-@dataclass(frozen=True)
-class Tip:
-    offset: Seconds  # from the run's start, at pace 1
-    text: str
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of a step: the whole step, or one side of it."""
-
-    step: int
-    side: str | None
-    title: str
-    time: Seconds  # at pace 1, spoken opening included
-    chime: str  # the chime sound that opens the run
-    switch: bool  # a later side of its step: opens with the switch cue and side chime
-    opening: tuple[str, ...]  # spoken back to back at the start
-    tips: tuple[Tip, ...]  # in order of offset
-    countdown: Seconds | None
-    countdown_text: str
-    rhythm: float | None
-
-
-@dataclass(frozen=True)
-class Script:
-    title: str
-    runs: tuple[Run, ...]
-    halfway: str
-    finished: str
-    end_chime: str
-    warnings: tuple[str, ...] = ()
-
-    def texts(self) -> set[str]:
-        """Every distinct text the session may speak."""
-        out = {self.halfway, self.finished}
-        for run in self.runs:
-            out.update(run.opening)
-            out.update(t.text for t in run.tips)
-            if run.countdown is not None:
-                out.add(run.countdown_text)
-        return out
-
-
-def _announce(template: str, title: str) -> str:
-    return template.format(title=title.rstrip(".!?;: "))
-
-
-def write_script(routine: Routine, pack: VoicePack, *, countdown: Seconds | None = None) -> Script:
-    """What the session says and sounds, run by run.
-
-    `countdown` overrides every step's countdown (0 turns countdowns off); a countdown
-    longer than half a run is left out for that run, with a warning.
-    """
-    p = pack.phrases
-    runs: list[Run] = []
-    warnings: list[str] = []
-    for index, step in enumerate(routine.steps):
-        cd = step.countdown if countdown is None else (countdown or None)
-        if countdown and cd is not None and cd * 2 > step.time:
-            warnings.append(
-                f'step {index + 1} "{step.title}": no {format_duration(cd)} countdown '
-                f"in a {format_duration(step.time)} step"
-            )
-            cd = None
-        for n, side in enumerate(step.sides or (None,)):
-            words = {"side": p.side(side)} if side else {}
-            first = _announce(p.next_step, step.title)
-            opening = (
-                (first, step.say.format(**words))
-                if n == 0
-                else (p.switch_sides.format(**words), step.say.format(**words))
-            )
-            tips: list[Tip] = []
-            for tip in step.tips:
-                text = tip.say.format(**words)
-                if tip.after is not None:
-                    tips.append(Tip(tip.after, text))
-                elif tip.every is not None:
-                    k = 1
-                    while k * tip.every < step.time:
-                        tips.append(Tip(k * tip.every, text))
-                        k += 1
-            tips.sort(key=lambda t: t.offset)  # stable: equal offsets keep file order
-            runs.append(
-                Run(
-                    step=index,
-                    side=side,
-                    title=step.title,
-                    time=step.time,
-                    chime=pack.chimes["step"] if n == 0 else pack.chimes["side"],
-                    switch=n > 0,
-                    opening=opening,
-                    tips=tuple(tips),
-                    countdown=cd,
-                    countdown_text=p.countdown.format(seconds=f"{cd:g}") if cd else "",
-                    rhythm=step.rhythm,
-                )
-            )
-    return Script(
-        title=routine.title,
-        runs=tuple(runs),
-        halfway=p.halfway,
-        finished=p.finished,
-        end_chime=pack.chimes["end"],
-        warnings=tuple(warnings),
-    )
+    def __init__(self, asked: Samples, shortest: Samples) -> None:
+        self.asked = asked
+        self.shortest = shortest
+        super().__init__(
+            f"a length of {clock(asked)} is shorter than the speech alone "
+            f"({clock(shortest)}); ask for at least {math.ceil(to_seconds(shortest))}s"
+        )
 
 
 # -- When it is said ----------------------------------------------------------------
@@ -178,12 +94,11 @@ class Event:
     order: int  # chimes, then speech, then pulses, for events that start together
     seq: int  # then the order they were placed in
     end: Samples = field(compare=False)
-    kind: str = field(compare=False)
+    kind: Kind = field(compare=False)
     text: str = field(compare=False)  # what is said, the chime's sound, or the pulse
     step: int | None = field(compare=False)
     side: str | None = field(compare=False)
-    role: str = field(compare=False)  # announce, say, switch, tip, countdown, halfway,
-    # finished; step, side, end (chimes); rhythm
+    role: Role = field(compare=False)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -254,7 +169,7 @@ class _Placer:
         self.free: Samples = after or 0  # earliest start of the next speech
 
     def add(
-        self, kind: str, start: Samples, length: Samples, text: str, run: Run | None, role: str
+        self, kind: Kind, start: Samples, length: Samples, text: str, run: Run | None, role: Role
     ) -> Event | None:
         if self.after is not None and start < self.after:
             return None
@@ -273,7 +188,7 @@ class _Placer:
         self.events.append(event)
         return event
 
-    def say(self, at: Samples, text: str, run: Run | None, role: str) -> Event | None:
+    def say(self, at: Samples, text: str, run: Run | None, role: Role) -> Event | None:
         if self.said is not None:
             key = (run.step if run else None, run.side if run else None, role, text)
             if self.said[key] > 0:
@@ -302,10 +217,10 @@ def _place_run(
     nominal = to_samples(run.time * factor) + more
     p.free = max(p.free, start)
     if chimes:
-        role = "side" if run.switch else "step"
+        role: Role = "side" if run.switch else "step"
         if p.add(CHIME, start, p.sounds.chimes[run.chime], run.chime, run, role):
             p.free = max(p.free, start + CHIME_LEAD)
-    roles = ("switch" if run.switch else "announce", "say")
+    roles: tuple[Role, Role] = ("switch" if run.switch else "announce", "say")
     last = None
     for k, text in enumerate(run.opening):
         last = p.say(start, text, run, roles[min(k, 1)]) or last
@@ -396,10 +311,7 @@ def fit_factor(script: Script, sounds: Sounds, length: Samples, chimes: bool) ->
     """
     floor = _total(script, sounds, 0.0, chimes)
     if length < floor:
-        raise UsageError(
-            f"--length {clock(length)} is shorter than the speech alone "
-            f"({clock(floor)}); ask for at least {math.ceil(to_seconds(floor))}s"
-        )
+        raise TimelineError(length, floor)
     lo, hi = 0.0, 1.0
     while _total(script, sounds, hi, chimes) <= length:
         lo, hi = hi, hi * 2

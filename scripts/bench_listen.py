@@ -43,7 +43,7 @@ from coach.units import RATE
 VOICES = ["en-us", "en", "en-gb-scotland", "en-029", "en-us+f3", "en-gb-x-rp"]
 SPEEDS = [140, 175, 210]
 NOISES: list[float | None] = [None, 30.0, 20.0]  # speech-to-noise in dB; None: hiss only
-SR = listen.RATE
+SR = listen.MIC_RATE
 
 
 def espeak(text: str, voice: str, speed: int) -> np.ndarray:
@@ -78,7 +78,7 @@ def recognition() -> tuple[list[float], list[float]]:
     parts, truth = [], []
     pos = 1.0
     parts.append(np.zeros(SR))
-    cases = list(itertools.product(VOICES, SPEEDS, listen.COMMANDS))
+    cases = list(itertools.product(VOICES, SPEEDS, listen.WORDS))
     for i, (voice, speed, command) in enumerate(cases):
         y = espeak(command, voice, speed)
         noise = NOISES[i % len(NOISES)]

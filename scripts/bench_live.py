@@ -125,7 +125,7 @@ def main() -> None:
                 player.control("quit")
 
         with Recorder(work / "paused.wav") as rec:
-            run_live(prepared, on_tick=tick, phrases=lambda name: None)
+            run_live(prepared, on_tick=tick, speak_controls=False)
             time.sleep(0.3)
         audio = np.abs(rec.samples).max(axis=1)
         key = rec.frame_at(pressed[0])

@@ -76,8 +76,8 @@ def main() -> None:
     from coach import speech
     from coach.cli import format_table
     from coach.routine import load_routine
+    from coach.script import write_script
     from coach.session import prepare
-    from coach.timeline import write_script
     from coach.voicepack import load_pack, resolve_voice
 
     routine = load_routine(str(routine_file))

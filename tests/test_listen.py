@@ -24,18 +24,18 @@ def espeak(text: str, voice: str = "en-us") -> np.ndarray:
         ["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True
     ).stdout
     y, rate = sf.read(io.BytesIO(wav), dtype="float64")
-    return soxr.resample(y, rate, listen.RATE)
+    return soxr.resample(y, rate, listen.MIC_RATE)
 
 
 def feed(listener: listen.Listener, *sounds: np.ndarray) -> list[listen.Heard]:
     """Each sound after 1 s of faint hiss, then 1 s more, in 30 ms blocks."""
-    gap = np.zeros(listen.RATE)
+    gap = np.zeros(listen.MIC_RATE)
     x = np.concatenate([part for s in sounds for part in (gap, s)] + [gap])
-    data = listen.to_pcm(x, listen.RATE, seed=0)
+    data = listen.to_pcm(x, listen.MIC_RATE, seed=0)
     heard = []
     block = 960
     for k in range(0, len(data), block):
-        heard += listener.feed(data[k : k + block], (k + block) / 2 / listen.RATE)
+        heard += listener.feed(data[k : k + block], (k + block) / 2 / listen.MIC_RATE)
     return heard
 
 
@@ -65,7 +65,7 @@ def test_rhythm_pulses_and_talk_are_not_commands(recognizer):
     thumps = soxr.resample(
         np.tile(np.concatenate([pulse(), np.zeros(RATE // 3)]), 4).astype(np.float64),
         RATE,
-        listen.RATE,
+        listen.MIC_RATE,
     )
     talk = espeak(
         "Ask your partner to lie face down and breathe out slowly, "

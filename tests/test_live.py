@@ -13,8 +13,9 @@ from test_timeline import PACK, sounds_for
 from coach.live import AHEAD, BACK_GRACE, FADE, MORE_TIME, PACE_STEP, TAIL, LivePlan, Player
 from coach.mixer import Mixer, SoundBank
 from coach.routine import Pressure, Routine, Step, Tip
+from coach.script import write_script
 from coach.speakers import BlockQueue
-from coach.timeline import SPEECH, Pacing, build, write_script
+from coach.timeline import SPEECH, Pacing, build
 from coach.units import RATE, to_samples
 
 STEPS = (
@@ -57,15 +58,6 @@ class ToneClips:
         return x.astype(np.float32)
 
 
-def phrases(name: str) -> str | None:
-    return {
-        "paused": "Paused.",
-        "resumed": "Resuming.",
-        "more_pressure:2": "Lean in.",
-        "more_pressure": "More.",
-    }.get(name)
-
-
 @pytest.fixture
 def session():
     script = write_script(Routine(title="live", steps=STEPS), PACK)
@@ -74,14 +66,16 @@ def session():
         "Paused.": to_samples(0.5),
         "Resuming.": to_samples(0.6),
         "Lean in.": 24000,
+        "Lighter now.": 22000,
         "More.": 20000,
+        "Less.": 18000,
     }
     sounds = type(sounds)({**sounds.speech, **extra}, sounds.chimes, sounds.pulse)
     timeline = build(script, sounds, Pacing())
     bank = SoundBank(ToneClips(dict(sounds.speech)), channels=2)
     plan = LivePlan(script, sounds, timeline)
     out = BlockQueue(2)
-    player = Player(plan, bank, out, gain=GAIN, phrases=phrases)
+    player = Player(plan, bank, out, gain=GAIN)
     return player, out, bank, timeline
 
 
@@ -170,6 +164,41 @@ def test_next_jumps_to_the_next_step_from_now(session):
     first = next(e for e in player.plan.timeline.events if e.kind == SPEECH)
     assert (first.text, first.start) == ("Circles.", now + to_samples(0.8))
     assert player.plan.timeline.total < timeline.total
+
+
+class RacingQueue(BlockQueue):
+    """An output that moves on at the worst moment: once armed, the callback finishes
+    the block it is in and starts the next one just as the player clears the queue."""
+
+    armed = False
+
+    def clear(self) -> object:
+        if self.armed:
+            self.armed = False
+            left = len(self._block) - self._offset if self._block is not None else 0
+            self.fill(np.zeros((left + 1, self.channels), dtype=np.float32))
+        return super().clear()
+
+
+@pytest.mark.parametrize("control", ["next", "more", "slower", "faster"])
+def test_a_control_goes_on_from_where_the_output_really_is(session, control):
+    """The output moving into the next block while a control clears the queue must not
+    make that block play twice: the session's clock never steps back."""
+    player, _, bank, timeline = session
+    out = RacingQueue(2)
+    player = Player(player.plan, bank, out, gain=GAIN)
+    play(player, out, 2 * RATE)
+    out.armed = True
+    player.control(control)
+    positions = []
+    for _ in range(400):
+        player.pump()
+        out.fill(np.zeros((64, 2), dtype=np.float32))
+        positions.append(player.position())
+    assert not out.armed  # the race did happen
+    assert all(b >= a for a, b in zip(positions, positions[1:], strict=False)), (
+        "the session clock stepped back: a block played twice"
+    )
 
 
 def test_back_restarts_the_step_or_goes_to_the_one_before(session):

@@ -16,12 +16,10 @@ from dataclasses import replace
 
 import pytest
 
+from coach.controls import KEY_HELP, KEYS, Status
 from coach.terminal import (
-    KEY_HELP,
-    KEYMAP,
     Keys,
     Screen,
-    Status,
     countdown_clock,
     fit,
     pace_text,
@@ -173,7 +171,7 @@ def test_formats() -> None:
 
 
 def test_keymap_covers_the_commands() -> None:
-    assert set(KEYMAP.values()) == {
+    assert set(KEYS.values()) == {
         "pause", "next", "back", "repeat", "faster", "slower", "more", "quit",
     }  # fmt: skip
 

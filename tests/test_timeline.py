@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coach.errors import UsageError
 from coach.routine import Pressure, Routine, Step, Tip
+from coach.script import write_script
 from coach.timeline import (
     CHIME_LEAD,
     END_SILENCE,
@@ -25,8 +25,8 @@ from coach.timeline import (
     Pacing,
     Sounds,
     Timeline,
+    TimelineError,
     build,
-    write_script,
 )
 from coach.units import RATE, to_samples
 from coach.voicepack import Phrases, VoicePack
@@ -252,8 +252,9 @@ def test_length_shorter_than_the_speech_alone_is_refused(routine, speed):
     script = write_script(routine, PACK)
     sounds = sounds_for(script, speed)
     floor = build(script, sounds, Pacing(pace=0.0)).total
-    with pytest.raises(UsageError, match="shorter than the speech alone"):
+    with pytest.raises(TimelineError, match="shorter than the speech alone") as refused:
         build(script, sounds, Pacing(length=floor - 1))
+    assert refused.value.shortest == floor
 
 
 def test_a_step_with_sides_runs_once_per_side_with_a_side_chime_and_a_switch_cue():

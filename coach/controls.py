@@ -1,0 +1,79 @@
+"""The vocabulary of a live session's controls, shared by the keys, the voice commands,
+the player and the screen: one `Command` enum, the keys and spoken words that give each
+command, and the `Status` the player reports for the screen. No I/O, no audio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Command(StrEnum):
+    """Every control a live Player takes."""
+
+    PAUSE = "pause"  # toggles: a key
+    HOLD = "hold"  # only pauses: the spoken "pause", which must not undo itself when
+    RESUME = "resume"  # heard twice; "resume" only resumes, for the same reason
+    NEXT = "next"
+    BACK = "back"
+    REPEAT = "repeat"
+    FASTER = "faster"
+    SLOWER = "slower"
+    MORE_TIME = "more"
+    MORE_PRESSURE = "more_pressure"
+    LESS_PRESSURE = "less_pressure"
+    QUIT = "quit"
+
+
+#: Every key the live session knows, and its command. Letters also work in upper case
+#: (caps lock); any other key is ignored.
+KEYS: dict[str, Command] = {
+    " ": Command.PAUSE,  # pause, and resume
+    "n": Command.NEXT,
+    "b": Command.BACK,
+    "r": Command.REPEAT,  # repeat the last cue
+    "+": Command.FASTER,
+    "=": Command.FASTER,  # + without shift
+    "-": Command.SLOWER,
+    "_": Command.SLOWER,  # - with shift
+    "m": Command.MORE_TIME,  # more time on this step
+    "q": Command.QUIT,
+    "\x04": Command.QUIT,  # Ctrl-D: in cbreak mode the terminal passes it on instead of an EOF
+}
+
+#: The keys, as the screen shows them.
+KEY_HELP = "space pause  n next  b back  r repeat  +/- pace  m more time  q quit"
+
+#: What a user says -> the command. "pause" and "resume" only pause and only resume (a
+#: key toggles), so a command heard twice does not undo itself.
+WORDS: dict[str, Command] = {
+    "pause": Command.HOLD,
+    "resume": Command.RESUME,
+    "next": Command.NEXT,
+    "back": Command.BACK,
+    "repeat": Command.REPEAT,
+    "faster": Command.FASTER,
+    "slower": Command.SLOWER,
+    "more time": Command.MORE_TIME,
+    "more pressure": Command.MORE_PRESSURE,
+    "lighter": Command.LESS_PRESSURE,
+}
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything the live screen shows, in plain values (seconds, strings)."""
+
+    title: str  # the routine's title
+    step: int | None  # the current step, 1-based; None before the first or after the last
+    steps: int
+    step_title: str
+    side: str | None
+    step_left: float  # seconds left in the current step (one side of it)
+    session_left: float
+    session_total: float
+    next_title: str | None  # None at the last step
+    pace: float  # the pace factor: 1.25 slow, 1.0 normal, 0.8 brisk
+    paused: bool
+    message: str = ""  # e.g. "slower: pace 1.10x", 'heard "next": next step'
+    voice: str = ""  # voice commands: "listening", "off: no microphone"; "" without --listen
