@@ -12,14 +12,19 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coach import __version__
 from coach.errors import CoachError, UsageError
 from coach.routine import PACE_HINT, parse_pace
 from coach.timetext import clock, parse_duration
 from coach.units import RATE
+
+if TYPE_CHECKING:
+    from coach.live import Player
+    from coach.session import Prepared
 
 
 def _pace(text: str) -> float:
@@ -213,7 +218,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def _prepare(args: argparse.Namespace, *, live: bool = False):  # type: ignore[no-untyped-def]
+def _prepare(args: argparse.Namespace, *, live: bool = False) -> Prepared:
     """The session the options describe, with machine warnings shown."""
     from coach.session import Options, prepare
 
@@ -252,7 +257,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(what: str, minimum: int, unit=str):  # type: ignore[no-untyped-def]
+def _progress(
+    what: str, minimum: int, unit: Callable[[int], str] = str
+) -> Callable[[int, int], None] | None:
     """A one-line progress report on a terminal, for work of at least `minimum`."""
     if not sys.stderr.isatty():
         return None
@@ -280,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     screen = Screen()
     title = prepared.routine.title
 
-    def show(player) -> None:  # type: ignore[no-untyped-def]
+    def show(player: Player) -> None:
         screen.draw(render_status(player.status(), screen.width))
 
     listen = args.listen or args.mic is not None
@@ -288,7 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}", flush=True)
     said_voice = [""]
 
-    def tick(player) -> None:  # type: ignore[no-untyped-def]
+    def tick(player: Player) -> None:
         # Without a screen, say what becomes of voice commands (and of the microphone).
         if player.voice != said_voice[0]:
             said_voice[0] = player.voice
@@ -346,7 +353,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(prepared) -> str:  # type: ignore[no-untyped-def]
+def format_table(prepared: Prepared) -> str:
     """The timeline for people: one row a cue or chime, a row a run for its pulses."""
     from coach.session import pace_label
     from coach.timeline import PULSE

@@ -14,14 +14,16 @@ def raised_cosine(angle: np.ndarray) -> np.ndarray:
     where the ramp is sampled (whether it includes its end points) by the angles."""
     import numpy as np
 
-    return 0.5 - 0.5 * np.cos(angle)
+    ramp: np.ndarray = 0.5 - 0.5 * np.cos(angle)
+    return ramp
 
 
 def falling_cosine(angle: np.ndarray) -> np.ndarray:
     """0.5 + 0.5 cos(angle): the same ramp going down, 1 at angle 0 and 0 at pi."""
     import numpy as np
 
-    return 0.5 + 0.5 * np.cos(angle)
+    ramp: np.ndarray = 0.5 + 0.5 * np.cos(angle)
+    return ramp
 
 
 def rising(n: int) -> np.ndarray:

@@ -442,7 +442,9 @@ class Input:
             self.latency = float(stream.latency)
             self.last_audio = time.monotonic()
             return
-        raise AudioDeviceError(f"cannot record from {self.device} ({_one_line(error)})")
+        raise AudioDeviceError(
+            f"cannot record from {self.device} ({_one_line(error) if error else 'no stream'})"
+        )
 
     def stop(self) -> None:
         """Stop and close the stream. Safe to call twice, or before start()."""

@@ -159,7 +159,7 @@ class _Placer:
         self,
         sounds: Sounds,
         after: Samples | None = None,
-        said: Counter[tuple[int | None, str | None, str, str]] | None = None,
+        said: Counter[tuple[int | None, str | None, Role, str]] | None = None,
     ) -> None:
         self.sounds = sounds
         self.events: list[Event] = []
@@ -266,15 +266,15 @@ def _layout(
 ) -> tuple[list[Event], list[Segment], list[Samples], Samples]:
     """Lay out runs `first`.. from `start` (the first run may have begun before `after`,
     the moment from which events are kept), then the closing."""
-    spoken = None
+    already: Counter[tuple[int | None, str | None, Role, str]] | None = None
     if said is not None:
         # A countdown is said again if the step has been lengthened since.
-        spoken = Counter(
+        already = Counter(
             (e.step, e.side, e.role, e.text)
             for e in said
             if e.kind == SPEECH and e.role != "countdown"
         )
-    p = _Placer(sounds, after, spoken)
+    p = _Placer(sounds, after, already)
     segments: list[Segment] = []
     limits: list[Samples] = []
     at = start

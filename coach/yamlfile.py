@@ -32,7 +32,7 @@ class _StrictLoader(yaml.SafeLoader):
     """The safe loader, minus aliases: nothing in our files needs them, and they are
     how a tiny file expands into a huge one."""
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.MarkedYAMLError(

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Set everything up (system packages, venv with test tools), then run the whole suite:
-# ruff, then pytest. Extra arguments go to pytest.
+# ruff (lint and format), mypy, then pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
 .venv/bin/ruff check coach tests scripts
+.venv/bin/ruff format --check coach tests scripts
+.venv/bin/mypy coach
 # Tests get their own speech cache, so a run starts cold and leaves the user's alone.
 export XDG_CACHE_HOME="${XDG_CACHE_HOME_FOR_TESTS:-$(mktemp -d)}"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -6,6 +6,8 @@ the end-to-end tests through a real audio server are in test_live_e2e.py.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from test_timeline import PACK, sounds_for
@@ -184,7 +186,7 @@ class RacingQueue(BlockQueue):
 def test_a_control_goes_on_from_where_the_output_really_is(session, control):
     """The output moving into the next block while a control clears the queue must not
     make that block play twice: the session's clock never steps back."""
-    player, _, bank, timeline = session
+    player, _, bank, _timeline = session
     out = RacingQueue(2)
     player = Player(player.plan, bank, out, gain=GAIN)
     play(player, out, 2 * RATE)
@@ -196,7 +198,7 @@ def test_a_control_goes_on_from_where_the_output_really_is(session, control):
         out.fill(np.zeros((64, 2), dtype=np.float32))
         positions.append(player.position())
     assert not out.armed  # the race did happen
-    assert all(b >= a for a, b in zip(positions, positions[1:], strict=False)), (
+    assert all(b >= a for a, b in itertools.pairwise(positions)), (
         "the session clock stepped back: a block played twice"
     )
 
