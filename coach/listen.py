@@ -4,8 +4,8 @@ The one module that imports pocketsphinx (inside functions: `coach run` without
 `--listen` never loads it). Three parts, innermost first:
 
 - `Recognizer` (pocketsphinx, offline): one utterance of 16 kHz audio -> the command
-  it says, or None. A grammar of the ten commands, not free dictation: AUDIO-NOTES
-  measured open transcription of espeak-ng speech at ~85% word errors. A grammar
+  it says, or None. A grammar of the ten commands, not free dictation: docs/audio-devices.md
+  has open transcription of espeak-ng speech at ~85% word errors. A grammar
   forces any sound onto some command, so an utterance is also rejected when it holds
   no voice (rhythm pulses), when it is too long to be a command, or when its sound
   fits a free loop of phones far better than the command. These are weak checks: what
@@ -53,7 +53,8 @@ MIN_FIT = -15.0
 WINDOW = 0.3
 RATIO = 0.9
 #: Noise added to what is decoded, about -60 dBFS: digital silence (a virtual source,
-#: the gaps of espeak-ng) upsets the recognizer (AUDIO-NOTES), and real rooms have this.
+#: the gaps of espeak-ng) upsets the recognizer (docs/audio-devices.md), and real rooms
+#: have this.
 DITHER = 30.0
 #: What lies below this frequency is left out when judging whether an utterance holds a
 #: voice at all: the rhythm's soft pulses (75-180 Hz) and room rumble, which the

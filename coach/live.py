@@ -55,7 +55,7 @@ PACE_STEP = 1.1
 #: The output latency asked of the device: PortAudio's "low" (9 ms on PulseAudio) let
 #: a Python callback underflow now and then; this is still far under a cue's notice.
 LATENCY = 0.03
-#: Silence after the end, so the device plays out what it holds (AUDIO-NOTES).
+#: Silence after the end, so the device plays out what it holds (docs/audio-devices.md).
 TAIL: Samples = to_samples(0.4)
 
 #: How long after the coach last made a sound (speech or a chime, heard in the room)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 SPEECH_LUFS = -18.0
 #: Peak ceiling of a stored speech clip (-1 dBFS).
 SPEECH_PEAK = 10 ** (-1.0 / 20)
-#: The loudness a rendered session is made to have (SPEC "Rendered files").
+#: The loudness a rendered session is made to have, as podcasts and audiobooks are.
 TARGET_LUFS = -16.0
 
 _BLOCK = 0.400  # gating block, seconds (BS.1770)

@@ -33,7 +33,7 @@ DUCK_DB = -10.0
 DUCK_RAMP: Samples = to_samples(0.3)
 #: Where a side-switch chime sits: -1 is the left ear, +1 the right.
 SIDE_PAN = 0.75
-#: A render's peaks stay under this (the SPEC asks for peaks below -1 dBFS).
+#: A render's peaks stay under this (a margin under the -1 dBFS ceiling we promise).
 PEAK_CEILING = 10 ** (-1.1 / 20)
 #: Clips kept in memory for reuse (a countdown phrase recurs all session long).
 _KEEP_CLIPS = 48

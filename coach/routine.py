@@ -1,6 +1,6 @@
 """Routine files: finding them, reading them, and refusing what is wrong with them.
 
-A routine is a YAML file of steps (SPEC "Routine files"). `load_routine` returns frozen
+A routine is a YAML file of steps (the README's "Writing a routine"). `load_routine` returns frozen
 data or raises `RoutineError` naming file, line, column, field and what was expected.
 Built-in routines live in coach/routines/ and are addressed by name; anything else is a
 path.

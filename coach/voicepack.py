@@ -1,4 +1,4 @@
-"""Voice packs: how the coach sounds (SPEC "Voice packs").
+"""Voice packs: how the coach sounds (the README's "Voice packs").
 
 A pack is a folder with a pack.yaml: the TTS voice, rate and volume, the language, the
 phrases the coach itself says, and the chimes. Packs ship in voice_packs/ (inside the

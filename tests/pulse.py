@@ -5,7 +5,7 @@ fixture ``pulse`` available; ``pulse.record(path)`` gives a ``Recorder``. (Impor
 module yourself before pytest registers it makes pytest warn that it cannot rewrite its
 asserts, and a fixture imported by name trips ruff's F811, hence the plugin.)
 
-The ``pulse`` fixture starts ``pulseaudio`` as AUDIO-NOTES.md prescribes: its own
+The ``pulse`` fixture starts ``pulseaudio`` as docs/audio-devices.md describes: its own
 runtime and config folders, a native-protocol socket, and one null sink ``vsink`` at
 48 kHz with ``norewinds=1``, made the default sink (its monitor the default source).
 It points ``XDG_RUNTIME_DIR`` and ``PULSE_SERVER`` at it in ``os.environ``, so this
