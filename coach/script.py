@@ -57,6 +57,8 @@ class Script:
     finished: str
     end_chime: str
     warnings: tuple[str, ...] = ()
+    #: The pause between a run's title (or side switch) and its instructions.
+    title_pause: Seconds = 0.7
     # What the coach says about live controls.
     paused: str = ""
     resumed: str = ""
@@ -156,6 +158,7 @@ def write_script(routine: Routine, pack: VoicePack, *, countdown: Seconds | None
         finished=p.finished,
         end_chime=pack.chimes["end"],
         warnings=tuple(warnings),
+        title_pause=pack.title_pause,
         paused=p.paused,
         resumed=p.resumed,
         more_pressure=p.more_pressure,

@@ -35,6 +35,23 @@ CHIME_LEAD: Samples = to_samples(0.8)
 TAIL: Samples = to_samples(0.5)
 #: Silence at the very end of a session (it also lets an audio device drain).
 END_SILENCE: Samples = to_samples(1.5)
+#: The halfway cue has at least this much quiet before and after it, so that it is not
+#: run into other talk; it is looked for from the middle to this share of the session
+#: later, and left out (with a warning) if there is no such silence.
+HALFWAY_QUIET: Samples = to_samples(1.5)
+HALFWAY_REACH = 0.25
+#: A rhythm follows the pace (a slower pace, a slower beat) but pace never takes it
+#: outside this range of beats a minute (one written outside it stays as written).
+BEAT_RANGE = (40.0, 120.0)
+
+
+def paced_beat(bpm: float, factor: float, slower: float = 1.0) -> float:
+    """Beats a minute of a rhythm at a pace `factor` (slow 1.25: 1.25 times slower),
+    made `slower` still (live "more pressure"), within BEAT_RANGE."""
+    low, high = min(BEAT_RANGE[0], bpm), max(BEAT_RANGE[1], bpm)
+    scale = factor * slower
+    return high if scale <= 0 else min(max(bpm / scale, low), high)
+
 
 #: What an event is: a spoken cue, a chime, or a beat of the rhythm.
 Kind = Literal["speech", "chime", "pulse"]
@@ -210,10 +227,13 @@ def _place_run(
     factor: float,
     chimes: bool,
     more: Samples = 0,
+    slower: float = 1.0,
+    pause: Samples = GAP,
 ) -> tuple[Segment, Samples]:
-    """Place one run from `start` (`more` samples longer than its time asks); returns
-    its segment and the latest start a later cue (the halfway cue) may have in it
-    without crossing its countdown."""
+    """Place one run from `start` (`more` samples longer than its time asks, its beat
+    `slower` than the pace makes it, `pause` between the sentences of its opening);
+    returns its segment and the latest start a later cue (the halfway cue) may have in
+    it without crossing its countdown."""
     nominal = to_samples(run.time * factor) + more
     p.free = max(p.free, start)
     if chimes:
@@ -223,7 +243,12 @@ def _place_run(
     roles: tuple[Role, Role] = ("switch" if run.switch else "announce", "say")
     last = None
     for k, text in enumerate(run.opening):
-        last = p.say(start, text, run, roles[min(k, 1)]) or last
+        said = p.say(start, text, run, roles[min(k, 1)])
+        if said is not None and k + 1 < len(run.opening):
+            # The title (or the switch) and the instructions are one message in
+            # separate sentences: a longer pause between them than between cues.
+            p.free = max(p.free, said.end + pause)
+        last = said or last
     opening_end = last.end if last else max(start, p.after or 0)
     for tip in run.tips:
         last = p.say(start + to_samples(tip.offset * factor), tip.text, run, "tip") or last
@@ -241,11 +266,12 @@ def _place_run(
         end = max(end, speech_end + TAIL)
         limit = end - TAIL
     if run.rhythm:
-        period = RATE * 60.0 / run.rhythm
+        bpm = paced_beat(run.rhythm, factor, slower)
+        period = RATE * 60.0 / bpm
         first = opening_end + GAP
         k = 0
         while (at := first + round(k * period)) + p.sounds.pulse <= end - TAIL:
-            p.add(PULSE, at, p.sounds.pulse, f"{run.rhythm:g} bpm", run, "rhythm")
+            p.add(PULSE, at, p.sounds.pulse, f"{bpm:.3g} bpm", run, "rhythm")
             k += 1
     segment = Segment(index, run.step, run.side, run.title, start, end, nominal)
     return segment, limit
@@ -262,6 +288,7 @@ def _layout(
     start: Samples = 0,
     after: Samples | None = None,
     more: Mapping[int, Samples] | None = None,
+    beat: Mapping[int, float] | None = None,
     said: Iterable[Event] | None = None,
 ) -> tuple[list[Event], list[Segment], list[Samples], Samples]:
     """Lay out runs `first`.. from `start` (the first run may have begun before `after`,
@@ -281,7 +308,11 @@ def _layout(
     for index in range(first, len(script.runs)):
         run = script.runs[index]
         extra_time = more.get(index, 0) if more else 0
-        segment, limit = _place_run(p, index, run, at, factor, chimes, extra_time)
+        segment, limit = _place_run(
+            p, index, run, at, factor, chimes, extra_time,
+            slower=beat.get(index, 1.0) if beat else 1.0,
+            pause=to_samples(script.title_pause),
+        )  # fmt: skip
         segments.append(segment)
         limits.append(limit)
         at = segment.end
@@ -341,7 +372,10 @@ def build(script: Script, sounds: Sounds, pacing: Pacing = Pacing()) -> Timeline
     warnings = list(script.warnings)
     halfway = _place_halfway(script, sounds, events, segments, limits)
     if halfway is None:
-        warnings.append("the halfway cue found no quiet moment and is left out")
+        warnings.append(
+            "the halfway cue is left out: no silence near the middle holds it with "
+            f"{to_seconds(HALFWAY_QUIET):g}s of quiet on each side"
+        )
     else:
         events.append(halfway)
     for seg in segments:
@@ -371,6 +405,7 @@ def build_rest(
     run_start: Samples,
     now: Samples,
     more: Mapping[int, Samples] | None = None,
+    beat: Mapping[int, float] | None = None,
     said: Iterable[Event] | None = None,
     halfway: bool = True,
 ) -> Timeline:
@@ -378,9 +413,10 @@ def build_rest(
 
     Runs `first_run`.. follow each other from `run_start` (before `now` when the run is
     already under way, equal to it when it starts afresh); `more` lengthens runs by
-    their index. Nothing is placed before `now`. The cues in `said` (those already
-    spoken, when the run under way goes on) are left out; without `said`, those wanted
-    before `now` are. The halfway cue is placed again only if `halfway`.
+    their index, and `beat` makes their rhythm slower by a factor. Nothing is placed
+    before `now`. The cues in `said` (those already spoken, when the run under way goes
+    on) are left out; without `said`, those wanted before `now` are. The halfway cue is
+    placed again only if `halfway`.
     """
     events, segments, limits, total = _layout(
         script,
@@ -391,6 +427,7 @@ def build_rest(
         start=run_start,
         after=now,
         more=more,
+        beat=beat,
         said=said,
     )
     if halfway:
@@ -414,16 +451,26 @@ def _place_halfway(
     limits: list[Samples],
     after: Samples = 0,
 ) -> Event | None:
-    """The halfway cue goes into the first quiet moment at or after the middle of the
-    session's steps, inside a run and before that run's countdown."""
+    """The halfway cue goes into the first silence at or after the middle of the
+    session's steps that holds it with HALFWAY_QUIET of quiet on each side (no speech,
+    no chime's strike), inside a run and before that run's countdown; it is not looked
+    for past HALFWAY_REACH of the session after the middle."""
     if not segments:
         return None
     length = sounds.speech[script.halfway]
-    speech = sorted((e.start, e.end) for e in events if e.kind == SPEECH)
+    quiet = HALFWAY_QUIET
+    sound = sorted(
+        (e.start, e.end if e.kind == SPEECH else e.start + CHIME_LEAD)
+        for e in events
+        if e.kind != PULSE
+    )
     middle = max(segments[-1].end // 2, after)
-    candidates = sorted({middle} | {end + GAP for _, end in speech if end + GAP >= middle})
+    reach = middle + round(HALFWAY_REACH * segments[-1].end)
+    candidates = sorted({middle} | {end + quiet for _, end in sound if end + quiet >= middle})
     si = 0
     for at in candidates:
+        if at > reach:
+            return None
         while si < len(segments) and segments[si].end <= at:
             si += 1
         if si == len(segments):
@@ -431,7 +478,7 @@ def _place_halfway(
         seg = segments[si]
         if at + length > limits[si]:
             continue
-        if any(s < at + length + GAP and at < e + GAP for s, e in speech):
+        if any(s < at + length + quiet and at < e + quiet for s, e in sound):
             continue
         run = script.runs[seg.run]
         return Event(

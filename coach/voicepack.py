@@ -24,6 +24,10 @@ from coach.yamlfile import Field
 FORMAT_VERSION = 1
 DEFAULT_PACK = "calm-en"
 RATE_RANGE = (80, 450)
+#: The pause between a run's title and its instructions (`title_pause:` in a pack), and
+#: the range a pack may set.
+TITLE_PAUSE = 0.7
+TITLE_PAUSE_RANGE = (0.35, 3.0)
 
 #: Phrase name -> the placeholders it may use.
 PHRASES: dict[str, tuple[str, ...]] = {
@@ -69,6 +73,7 @@ class VoicePack:
     rate: int
     volume: float
     phrases: Phrases
+    title_pause: float = TITLE_PAUSE  # seconds between a run's title and its instructions
     chimes: dict[str, str] = field(default_factory=dict)  # role -> synth name or file
     clips: dict[str, Path] = field(default_factory=dict)  # exact text -> recorded clip
     sound_files: dict[str, Path] = field(default_factory=dict)  # chime name -> its WAV
@@ -118,7 +123,7 @@ def load_pack(name: str) -> VoicePack:
 def read_pack(root: Field, folder: Path) -> VoicePack:
     top = root.mapping(
         required=("pack", "language", "voice", "rate", "phrases"),
-        optional=("name", "volume", "chimes", "clips"),
+        optional=("name", "volume", "title_pause", "chimes", "clips"),
     )
     if top["pack"].integer(low=0, high=10**6) != FORMAT_VERSION:
         top["pack"].fail(
@@ -153,6 +158,9 @@ def read_pack(root: Field, folder: Path) -> VoicePack:
         voice=top["voice"].text(),
         rate=top["rate"].integer(low=RATE_RANGE[0], high=RATE_RANGE[1]),
         volume=top["volume"].number(low=0.0, high=1.0) if "volume" in top else 1.0,
+        title_pause=top["title_pause"].number(low=TITLE_PAUSE_RANGE[0], high=TITLE_PAUSE_RANGE[1])
+        if "title_pause" in top
+        else TITLE_PAUSE,
         phrases=phrases,
         chimes=chimes,
         clips=clips,

@@ -7,6 +7,7 @@ end-to-end test with the real engine is in test_preview_tts.py.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 
 import pytest
@@ -19,6 +20,7 @@ from coach.timeline import (
     CHIME_LEAD,
     END_SILENCE,
     GAP,
+    HALFWAY_QUIET,
     PULSE,
     SPEECH,
     TAIL,
@@ -27,6 +29,7 @@ from coach.timeline import (
     Timeline,
     TimelineError,
     build,
+    paced_beat,
 )
 from coach.units import RATE, to_samples
 from coach.voicepack import Phrases, VoicePack
@@ -110,6 +113,37 @@ def test_spoken_cues_never_overlap_and_keep_a_gap(routine, speed, pace, chimes):
     spoken = sorted(speech_of(tl), key=lambda e: e.start)
     for a, b in itertools.pairwise(spoken):
         assert b.start >= a.end + GAP, (a, b)
+
+
+@common
+@given(routines, speeds, paces, st.booleans())
+def test_a_title_and_its_instructions_keep_the_packs_pause(routine, speed, pace, chimes):
+    script = write_script(routine, PACK)
+    tl = build(script, sounds_for(script, speed), Pacing(pace=pace, chimes=chimes))
+    pause = to_samples(script.title_pause)
+    assert pause >= to_samples(0.7)
+    spoken = speech_of(tl)
+    for a, b in itertools.pairwise(spoken):
+        if a.role in ("announce", "switch") and b.role == "say" and a.step == b.step:
+            assert b.start >= a.end + pause, (a, b)
+
+
+@common
+@given(routines, speeds, paces, st.booleans())
+def test_the_halfway_cue_has_quiet_on_both_sides(routine, speed, pace, chimes):
+    script = write_script(routine, PACK)
+    tl = build(script, sounds_for(script, speed), Pacing(pace=pace, chimes=chimes))
+    halfway = [e for e in speech_of(tl) if e.role == "halfway"]
+    if not halfway:
+        assert any("halfway cue is left out" in w for w in tl.warnings)
+        return
+    (cue,) = halfway
+    assert cue.start >= tl.segments[-1].end // 2
+    for e in tl.events:
+        if e is cue or e.kind == PULSE:
+            continue
+        loud_end = e.end if e.kind == SPEECH else e.start + CHIME_LEAD
+        assert loud_end + HALFWAY_QUIET <= cue.start or e.start >= cue.end + HALFWAY_QUIET, e
 
 
 @common
@@ -286,15 +320,24 @@ def test_a_step_too_short_for_its_speech_is_lengthened_and_reported():
     assert any('step 1 "Quick" lengthened by' in w for w in tl.warnings)
 
 
-def test_rhythm_pulses_keep_their_tempo_whatever_the_pace():
+def test_the_rhythm_follows_the_pace_within_40_to_120_beats_a_minute():
     step = Step(title="Rock", say="Rock.", time=60.0, rhythm=50.0)
     script = write_script(Routine(title="t", steps=(step,)), PACK)
-    for pace in (0.8, 1.0, 1.25):
+    for pace, bpm in ((0.8, 62.5), (1.0, 50.0), (1.25, 40.0), (1.6, 40.0), (0.3, 120.0)):
         tl = build(script, sounds_for(script), Pacing(pace=pace))
         beats = [e.start for e in tl.events if e.kind == PULSE]
         gaps = {b - a for a, b in itertools.pairwise(beats)}
-        assert gaps <= {round(RATE * 60 / 50), round(RATE * 60 / 50) + 1, round(RATE * 60 / 50) - 1}
-        assert len(beats) > 35 * pace
+        period = RATE * 60 / bpm
+        assert gaps <= {math.floor(period), math.ceil(period)}, (pace, gaps)
+        assert len(beats) >= int((60 * pace - 4) * bpm / 60)  # the opening comes first
+
+
+def test_a_rhythm_written_outside_the_range_keeps_its_own_tempo():
+    assert paced_beat(30.0, 1.0) == 30.0
+    assert paced_beat(30.0, 1.25) == 30.0  # slower would leave the range: it stays
+    assert paced_beat(150.0, 0.8) == 150.0
+    assert paced_beat(150.0, 1.25) == 120.0
+    assert paced_beat(60.0, 1.0, slower=1.1) == pytest.approx(60 / 1.1)
 
 
 def test_the_countdown_option_overrides_and_turns_off_countdowns():
