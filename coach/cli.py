@@ -25,6 +25,7 @@ from coach.units import RATE
 if TYPE_CHECKING:
     from coach.live import Player
     from coach.session import Prepared
+    from coach.timeline import Event
 
 
 def _pace(text: str) -> float:
@@ -104,7 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("--json", action="store_true", help="print the timeline as JSON")
-    p = sub.add_parser("run", parents=[common], help="live, hands-free narration on the speakers")
+    from coach.controls import KEY_TABLE
+
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="live, hands-free narration on the speakers",
+        description="Play the session live on the speakers, steered by single keys.",
+        epilog=KEY_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument(
         "--device",
@@ -157,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="as for run and render: the countdown phrases change with it",
     )
     sub.add_parser("voices", help="the text-to-speech voices this machine has")
+    sub.add_parser(
+        "devices", help="the audio output and input devices (what --device and --mic take)"
+    )
     return parser
 
 
@@ -251,7 +264,9 @@ def _prepare(args: argparse.Namespace, *, live: bool = False) -> Prepared:
 def cmd_preview(args: argparse.Namespace) -> int:
     prepared = _prepare(args)
     if args.json:
-        print(json.dumps(prepared.timeline.as_json(), ensure_ascii=False, indent=1))
+        data = prepared.timeline.as_json()
+        data["steps"] = step_hints(prepared)
+        print(json.dumps(data, ensure_ascii=False, indent=1))
     else:
         print(format_table(prepared))
     return 0
@@ -280,7 +295,7 @@ def _progress(
 def cmd_run(args: argparse.Namespace) -> int:
     from coach.live import run_live
     from coach.speakers import find_device
-    from coach.terminal import Keys, Screen, render_status
+    from coach.terminal import Keys, Screen, render_status, stutter_text
 
     device = find_device(args.device)  # before the work: a wrong device fails at once
     prepared = _prepare(args, live=True)
@@ -316,8 +331,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             screen.close()
     ending = "stopped" if result.quit else "finished"
-    underruns = f", {result.underruns} underruns" if result.underruns else ""
-    print(f"session {ending} at {clock(result.played)}{underruns}")
+    stutters = stutter_text(result.underruns)
+    print(f"session {ending} at {clock(result.played)}" + (f"; {stutters}" if stutters else ""))
     if listen:
         heard = ", ".join(h.phrase for h in result.heard) or "none"
         notes = [f"{result.ignored} sounds ignored while the coach spoke"]
@@ -353,12 +368,30 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def step_hints(prepared: Prepared) -> list[dict[str, object]]:
+    """Each step with what `p` and `l` (or "more pressure", "lighter") say during it."""
+    script = prepared.script
+    steps: dict[int, dict[str, object]] = {}
+    for i, run in enumerate(script.runs):
+        if run.step not in steps:
+            steps[run.step] = {
+                "step": run.step,
+                "title": run.title,
+                "pressure": {
+                    "more": script.pressure_hint(i, "more"),
+                    "less": script.pressure_hint(i, "less"),
+                },
+            }
+    return list(steps.values())
+
+
 def format_table(prepared: Prepared) -> str:
     """The timeline for people: one row a cue or chime, a row a run for its pulses."""
     from coach.session import pace_label
-    from coach.timeline import PULSE
+    from coach.timeline import PULSE, SPEECH
 
     tl = prepared.timeline
+    hints = {h["step"]: h for h in step_hints(prepared)}
     lines = [
         tl.title,
         f"voice {prepared.pack.id} ({prepared.voice_id}, {prepared.rate} words a minute), "
@@ -366,7 +399,7 @@ def format_table(prepared: Prepared) -> str:
         "",
         f"{'time':>8}  {'step':>4}  {'side':<5}  what",
     ]
-    pulses: dict[tuple[int | None, str | None], list] = {}
+    pulses: dict[tuple[int | None, str | None], list[Event]] = {}
     for e in tl.events:
         if e.kind == PULSE:
             pulses.setdefault((e.step, e.side), []).append(e)
@@ -386,6 +419,12 @@ def format_table(prepared: Prepared) -> str:
         else:
             what = f'"{e.text}"'
         lines.append(f"{clock(e.start):>8}  {step:>4}  {side:<5}  {what}")
+        if e.kind == SPEECH and e.role == "announce" and e.step is not None:
+            # Under a step's title, what `p` and `l` say during it.
+            hint = hints[e.step]["pressure"]
+            assert isinstance(hint, dict)
+            lines.append(f"{'':>8}  {'':>4}  {'':<5}    p: {hint['more']}")
+            lines.append(f"{'':>8}  {'':>4}  {'':<5}    l: {hint['less']}")
     lines.append(f"{clock(tl.total):>8}  end")
     if tl.warnings:
         lines.append("")
@@ -438,6 +477,26 @@ def cmd_voices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_devices(args: argparse.Namespace) -> int:
+    from coach.speakers import NO_SERVER, input_devices, output_devices
+
+    outputs, inputs = output_devices(), input_devices()
+    if not outputs and not inputs:
+        print(f"no audio devices: {NO_SERVER}")
+        return 0
+    for kind, devices, option in (
+        ("Output", outputs, "--device"),
+        ("Input", inputs, "--mic"),
+    ):
+        print(f"{kind} devices (for {option} NAME or INDEX):")
+        if not devices:
+            print("  none")
+        for d in devices:
+            default = "  (the default)" if d.is_default else ""
+            print(f"  {d.index:>3}  {d.name}  [{d.channels} ch, {d.default_rate:g} Hz]{default}")
+    return 0
+
+
 COMMANDS = {
     "list": cmd_list,
     "validate": cmd_validate,
@@ -446,4 +505,5 @@ COMMANDS = {
     "run": cmd_run,
     "record-list": cmd_record_list,
     "voices": cmd_voices,
+    "devices": cmd_devices,
 }

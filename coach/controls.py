@@ -22,7 +22,12 @@ class Command(StrEnum):
     MORE_TIME = "more"
     MORE_PRESSURE = "more_pressure"
     LESS_PRESSURE = "less_pressure"
-    QUIT = "quit"
+    QUIT = "quit"  # asks for a second QUIT within QUIT_WINDOW: a pedal misfire is no end
+    STOP = "stop"  # ends at once (Ctrl-C)
+
+
+#: A second QUIT within this many seconds of the first ends the session.
+QUIT_WINDOW = 3.0
 
 
 #: Every key the live session knows, and its command. Letters also work in upper case
@@ -37,12 +42,27 @@ KEYS: dict[str, Command] = {
     "-": Command.SLOWER,
     "_": Command.SLOWER,  # - with shift
     "m": Command.MORE_TIME,  # more time on this step
+    "p": Command.MORE_PRESSURE,  # say the step's advice for more pressure
+    "l": Command.LESS_PRESSURE,  # ... and for a lighter touch
     "q": Command.QUIT,
     "\x04": Command.QUIT,  # Ctrl-D: in cbreak mode the terminal passes it on instead of an EOF
 }
 
-#: The keys, as the screen shows them.
-KEY_HELP = "space pause  n next  b back  r repeat  +/- pace  m more time  q quit"
+#: The keys, as the screen shows them (while paused, space resumes).
+KEY_HELP = "space pause  n/b next/back  r repeat  +/- pace  m +30s  p/l pressure  q quit"
+KEY_HELP_PAUSED = KEY_HELP.replace("space pause", "space resume")
+
+#: The keys, as `coach run --help` lists them.
+KEY_TABLE = """\
+keys (single presses, no Enter; a USB foot pedal that types keys works too):
+  space   pause / resume (a cue cut by the pause starts again from its beginning)
+  n / b   next / back, by one side of a step at a time: to the next run, or to the
+          start of this one (the one before, within its first 5 seconds)
+  r       repeat the last cue
+  + / -   faster / slower: re-paces the rest of the session
+  m       30 seconds more on this step
+  p / l   more pressure / lighter: the step's own advice, spoken
+  q       quit (press it twice within 3 seconds; Ctrl-C quits at once)"""
 
 #: What a user says -> the command. "pause" and "resume" only pause and only resume (a
 #: key toggles), so a command heard twice does not undo itself.
@@ -72,8 +92,9 @@ class Status:
     step_left: float  # seconds left in the current step (one side of it)
     session_left: float
     session_total: float
-    next_title: str | None  # None at the last step
+    next_title: str | None  # the next run ("Circles, partner's left side"); None: the end
     pace: float  # the pace factor: 1.25 slow, 1.0 normal, 0.8 brisk
     paused: bool
-    message: str = ""  # e.g. "slower: pace 1.10x", 'heard "next": next step'
+    message: str = ""  # e.g. "slower: 1.10x the time", 'heard "next": next step'
     voice: str = ""  # voice commands: "listening", "off: no microphone"; "" without --listen
+    stutters: int = 0  # times the sound ran dry (the machine was too busy)

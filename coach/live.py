@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from coach.controls import Command, Status
+from coach.controls import QUIT_WINDOW, Command, Status
 from coach.mixer import Mixer, SoundBank
 from coach.routine import PACE_RANGE
 from coach.script import Hint, Script
@@ -52,6 +52,8 @@ MORE_TIME: Samples = to_samples(30.0)
 BACK_GRACE: Samples = to_samples(5.0)
 #: "+" and "-" change the pace by this factor.
 PACE_STEP = 1.1
+#: "More pressure" makes the rhythm of the step under way this much slower.
+PRESSURE_BEAT = 1.15
 #: The output latency asked of the device: PortAudio's "low" (9 ms on PulseAudio) let
 #: a Python callback underflow now and then; this is still far under a cue's notice.
 LATENCY = 0.03
@@ -100,6 +102,7 @@ class LivePlan:
     timeline: Timeline
     chimes: bool = True
     more: dict[int, Samples] = field(default_factory=dict)
+    beat: dict[int, float] = field(default_factory=dict)  # a run's rhythm made slower
 
     @property
     def factor(self) -> float:
@@ -136,30 +139,29 @@ class LivePlan:
             run_start=run_start,
             now=now,
             more=self.more,
+            beat=self.beat,
             said=said,
             halfway=not self._halfway_said(now),
         )
         return self.timeline
 
-    def _first_run_of(self, step: int) -> int:
-        return next(i for i, r in enumerate(self.script.runs) if r.step == step)
-
-    def next_step(self, now: Samples) -> Timeline:
+    def next_run(self, now: Samples) -> Timeline:
+        """To the next run: the other side of a two-sided step, or the next step."""
         seg = self.segment_at(now)
         if seg is None:
             return self.timeline
-        later = [i for i, r in enumerate(self.script.runs) if r.step > seg.step]
-        return self._rest(later[0] if later else len(self.script.runs), now, now)
+        return self._rest(seg.run + 1, now, now)
 
     def back(self, now: Samples) -> Timeline:
+        """To the start of this run, or of the run before within BACK_GRACE of its start
+        (from the closing: the last run)."""
         seg = self.segment_at(now)
-        if seg is None:  # in the closing: back to the last step
-            return self._rest(self._first_run_of(self.script.runs[-1].step), now, now)
-        step_start = next(s.start for s in self.timeline.segments if s.step == seg.step)
-        step = seg.step
-        if now - step_start < BACK_GRACE and step > 0:
-            step -= 1
-        return self._rest(self._first_run_of(step), now, now)
+        if seg is None:
+            return self._rest(len(self.script.runs) - 1, now, now)
+        run = seg.run
+        if now - seg.start < BACK_GRACE and run > 0:
+            run -= 1
+        return self._rest(run, now, now)
 
     def repace(self, now: Samples, factor: float) -> Timeline:
         """The rest at another pace; the run under way keeps the share of it already done."""
@@ -176,6 +178,18 @@ class LivePlan:
         if seg is None:
             return self.timeline
         self.more[seg.run] = self.more.get(seg.run, 0) + MORE_TIME
+        return self._rest(seg.run, seg.start, now, goes_on=True)
+
+    def pressure(self, now: Samples, which: Hint) -> Timeline | None:
+        """More pressure slows the rhythm of the run under way a little (pressing slower
+        and deeper), lighter brings it back; None when nothing changes."""
+        seg = self.segment_at(now)
+        if seg is None or not self.script.runs[seg.run].rhythm:
+            return None
+        slower = PRESSURE_BEAT if which == "more" else 1.0
+        if self.beat.get(seg.run, 1.0) == slower:
+            return None
+        self.beat[seg.run] = slower
         return self._rest(seg.run, seg.start, now, goes_on=True)
 
     def cue_at(self, now: Samples) -> Event | None:
@@ -242,7 +256,9 @@ class Player:
         self.latency = latency
         self.clock = clock
         self.voice = ""  # what the screen says about voice commands
+        self.stutters = 0  # the output's underruns, for the screen
         self._tapped = False
+        self._quit_asked: float | None = None  # when a first QUIT came
 
     # -- where we are --------------------------------------------------------------
 
@@ -293,7 +309,12 @@ class Player:
             self.message = before
 
     def _run(self, name: Command) -> None:
-        if name == Command.QUIT:
+        asked, self._quit_asked = self._quit_asked, None
+        if name == Command.QUIT and (asked is None or self.clock() - asked > QUIT_WINDOW):
+            self._quit_asked = self.clock()
+            self.message = "press q again to quit"
+            return
+        if name in (Command.QUIT, Command.STOP):
             self._fade_out(self._cut())
             self.quit = True
             self.message = "stopping"
@@ -312,8 +333,8 @@ class Player:
         now = self._cut()
         plan = self.plan
         if name == Command.NEXT:
-            self._switch(plan.next_step(now), now)
-            self.message = "next step"
+            self._switch(plan.next_run(now), now)
+            self.message = "next"
         elif name == Command.BACK:
             self._switch(plan.back(now), now)
             self.message = "back"
@@ -321,7 +342,7 @@ class Player:
             faster = name == Command.FASTER
             factor = plan.factor / PACE_STEP if faster else plan.factor * PACE_STEP
             self._switch(plan.repace(now, factor), now)
-            self.message = f"{name}: pace {plan.factor:.2f}x"
+            self.message = f"{name}: {plan.factor:.2f}x the time"
         elif name == Command.MORE_TIME:
             self._switch(plan.more_time(now), now)
             self.message = "30 seconds more on this step"
@@ -375,7 +396,7 @@ class Player:
             self.paused = True
             self.resume_at = cue.start if cue is not None else now
             self.hold = self._say(self.plan.script.paused)
-            self.message = "paused"
+            self.message = ""  # the screen says PAUSED
         else:
             self.paused = False
             self.hold = self._say(self.plan.script.resumed)
@@ -401,10 +422,16 @@ class Player:
     def _pressure(self, now: Samples, which: Hint) -> None:
         seg = self.plan.segment_at(now)
         hold = self._say(self.plan.script.pressure_hint(seg.run if seg else None, which))
-        if hold is None:
-            self.made = now  # nothing to say: the session goes on as it was
+        slower = self.plan.pressure(now, which)
+        if slower is not None:
+            old = self.mixer
+            self.mixer = Mixer(slower, self.bank, gain=self.gain, start=now)
+            self._fade_out(now, fade_from=old)
+        elif hold is not None:
+            self._fade_out(now)
+        else:
+            self.made = now  # nothing to say or change: the session goes on as it was
             return
-        self._fade_out(now)
         self.hold = hold
         self.message = "more pressure" if which == "more" else "lighter"
 
@@ -500,9 +527,9 @@ class Player:
         seg = self.plan.segment_at(now)
         runs = self.plan.script.runs
         nxt = None
-        if seg is not None:
-            later = [r for r in runs if r.step > seg.step]
-            nxt = later[0].title if later else None
+        if seg is not None and seg.run + 1 < len(runs):
+            after = runs[seg.run + 1]
+            nxt = after.title + (f", partner's {after.side} side" if after.side else "")
         return Status(
             title=self.plan.script.title,
             step=None if seg is None else seg.step + 1,
@@ -517,6 +544,7 @@ class Player:
             paused=self.paused,
             message=self.message,
             voice=self.voice,
+            stutters=self.stutters,
         )
 
 
@@ -595,11 +623,12 @@ def run_live(
                 player.control(command)
             if on_tick is not None:
                 on_tick(player)
+            player.stutters = stream.underruns
             if screen is not None:
                 screen(player)
     except KeyboardInterrupt:
         interrupted = True
-        player.control(Command.QUIT)
+        player.control(Command.STOP)
         deadline = time.monotonic() + 0.3
         while out.queued_frames() > 0 and time.monotonic() < deadline:
             time.sleep(0.01)

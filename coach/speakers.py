@@ -31,7 +31,9 @@ from coach.units import RATE
 if TYPE_CHECKING:
     import numpy as np
 
-NO_DEVICE = "no audio output device; use `coach render` to make a file, or pick one with --device"
+#: No device at all: PortAudio sees neither a sound card nor an audio server.
+NO_SERVER = "no sound card and no audio server (PulseAudio or PipeWire) is running here"
+NO_DEVICE = f"no audio output device: {NO_SERVER}; start one, or use `coach render` to make a file"
 
 
 class AudioDeviceError(CoachError):
@@ -141,7 +143,7 @@ def find_input(spec: str | None) -> Device:
     outputs."""
     devices = input_devices()
     if not devices:
-        raise AudioDeviceError("no microphone (no audio input device)")
+        raise AudioDeviceError(f"no microphone: {NO_SERVER}")
     return _pick(spec, devices, "input", "--mic")
 
 

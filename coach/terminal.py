@@ -30,7 +30,7 @@ import unicodedata
 from types import FrameType, TracebackType
 from typing import Any, TextIO
 
-from coach.controls import KEY_HELP, KEYS, Command, Status
+from coach.controls import KEY_HELP, KEY_HELP_PAUSED, KEYS, Command, Status
 from coach.routine import pace_name
 from coach.timetext import countdown_clock
 
@@ -221,10 +221,21 @@ ELLIPSIS = "…"
 
 
 def pace_text(pace: float) -> str:
-    """'pace 1.00x (normal)'; only slow, normal and brisk have a name."""
-    shown = f"{pace:.2f}"
+    """The pace in words a person reads the right way round: faster is shown as less
+    time, not as a factor going down ("pace: slower (1.25x the time)")."""
     label = pace_name(pace, 2)
-    return f"pace {shown}x ({label})" if label else f"pace {shown}x"
+    if label == "normal":
+        return "pace: normal"
+    word = label or ("slower" if pace > 1 else "faster")
+    return f"pace: {word} ({pace:.2f}x the time)"
+
+
+def stutter_text(count: int) -> str:
+    """What the screen says about underruns: nothing when there were none."""
+    if count <= 0:
+        return ""
+    times = "once" if count == 1 else f"{count} times"
+    return f"the sound stuttered {times}: the machine was busy"
 
 
 def _char_width(ch: str) -> int:
@@ -271,13 +282,17 @@ def _bar(done: float, width: int) -> str:
     return f"[{'#' * filled}{'-' * (inner - filled)}] {percent}"
 
 
+def _side(side: str | None) -> str:
+    return f" (partner's {side} side)" if side else ""
+
+
 def render_status(status: Status, width: int = 80) -> list[str]:
     """The lines of the live screen, each at most `width` columns. Always eight lines (the
     message line may be empty), so that the screen does not jump about."""
     s = status
     width = max(0, width)
     if s.step is None:
-        step_line = _framed("", s.step_title, f" ({s.side} side)" if s.side else "", width)
+        step_line = _framed("", s.step_title, _side(s.side), width)
         times = (
             f"session {countdown_clock(s.session_left)} left of {countdown_clock(s.session_total)}"
         )
@@ -285,7 +300,7 @@ def render_status(status: Status, width: int = 80) -> list[str]:
         step_line = _framed(
             f"Step {s.step} of {s.steps}: ",
             s.step_title,
-            f" ({s.side} side)" if s.side else "",
+            _side(s.side),
             width,
         )
         times = (
@@ -307,8 +322,8 @@ def render_status(status: Status, width: int = 80) -> list[str]:
         _bar(done, width),
         fit(nxt, width),
         fit(pace, width),
-        fit(s.message, width),
-        fit(KEY_HELP, width),
+        fit(s.message or stutter_text(s.stutters), width),
+        fit(KEY_HELP_PAUSED if s.paused else KEY_HELP, width),
     ]
 
 

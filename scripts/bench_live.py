@@ -122,7 +122,7 @@ def main() -> None:
                 player.control("pause")
                 pressed.append(time.monotonic())
             elif pressed and time.monotonic() - pressed[0] > 1.0:
-                player.control("quit")
+                player.control("stop")
 
         with Recorder(work / "paused.wav") as rec:
             run_live(prepared, on_tick=tick, speak_controls=False)

@@ -12,12 +12,23 @@ import numpy as np
 import pytest
 from test_timeline import PACK, sounds_for
 
-from coach.live import AHEAD, BACK_GRACE, FADE, MORE_TIME, PACE_STEP, TAIL, LivePlan, Player
+from coach.controls import QUIT_WINDOW
+from coach.live import (
+    AHEAD,
+    BACK_GRACE,
+    FADE,
+    MORE_TIME,
+    PACE_STEP,
+    PRESSURE_BEAT,
+    TAIL,
+    LivePlan,
+    Player,
+)
 from coach.mixer import Mixer, SoundBank
 from coach.routine import Pressure, Routine, Step, Tip
 from coach.script import write_script
 from coach.speakers import BlockQueue
-from coach.timeline import SPEECH, Pacing, build
+from coach.timeline import PULSE, SPEECH, Pacing, build
 from coach.units import RATE, to_samples
 
 STEPS = (
@@ -155,6 +166,15 @@ def _find(needle: np.ndarray, haystack: np.ndarray) -> int | None:
     return None
 
 
+def test_a_paused_player_reports_paused_without_a_message(session):
+    player, out, _, _ = session
+    play(player, out, RATE)
+    player.control("pause")
+    play(player, out, 1000)
+    status = player.status()
+    assert status.paused and status.message == ""
+
+
 def test_next_jumps_to_the_next_step_from_now(session):
     player, out, _, timeline = session
     play(player, out, 2 * RATE)
@@ -210,6 +230,82 @@ def test_back_restarts_the_step_or_goes_to_the_one_before(session):
     player.control("back")
     play(player, out, 100)
     assert player.plan.timeline.segments[0].step == 0  # within the grace: the step before
+
+
+def test_next_on_a_two_sided_step_goes_to_its_other_side(session):
+    player, out, _, timeline = session
+    right = timeline.segments[1]
+    assert (right.step, right.side) == (1, "right")
+    play(player, out, right.start + 2 * RATE)
+    assert player.status().next_title == "Circles, partner's left side"
+    player.control("next")
+    play(player, out, 3000)
+    first = player.plan.timeline.segments[0]
+    assert (first.step, first.side) == (1, "left")
+    assert player.status().side == "left"
+    switch = next(e for e in player.plan.timeline.events if e.kind == SPEECH)
+    assert switch.role == "switch" and "left" in switch.text
+
+
+def test_back_early_in_the_second_side_goes_to_the_first_side(session):
+    player, out, _, timeline = session
+    left = timeline.segments[2]
+    assert (left.step, left.side) == (1, "left")
+    play(player, out, left.start + RATE)  # within the grace
+    player.control("back")
+    play(player, out, 3000)
+    first = player.plan.timeline.segments[0]
+    assert (first.step, first.side) == (1, "right")
+
+
+def test_back_later_in_the_second_side_restarts_that_side(session):
+    player, out, _, timeline = session
+    left = timeline.segments[2]
+    play(player, out, left.start + 5 * RATE + 2000)  # past the grace
+    player.control("back")
+    play(player, out, 3000)
+    first = player.plan.timeline.segments[0]
+    assert (first.step, first.side) == (1, "left")
+
+
+@pytest.mark.parametrize(
+    ("control", "at_run", "hint"),
+    [
+        ("more_pressure", 1, "Lean in."),
+        ("less_pressure", 2, "Lighter now."),
+        ("more_pressure", 0, "More."),  # a step without its own: the pack's
+        ("less_pressure", 3, "Less."),
+    ],
+)
+def test_pressure_keys_speak_the_right_hint(session, control, at_run, hint):
+    player, out, bank, timeline = session
+    play(player, out, timeline.segments[at_run].start + RATE)
+    player.control(control)
+    heard = play(player, out, 2 * RATE)
+    clip = bank.clips.load(hint) * np.float32(bank.speech_gain * GAIN)
+    assert _find_mono(heard[:, 0], clip)
+    assert player.status().message == ("more pressure" if control == "more_pressure" else "lighter")
+
+
+def test_more_pressure_slows_the_rhythm_of_the_step_and_lighter_restores_it():
+    step = Step(title="Rock", say="Rock.", time=60.0, rhythm=60.0)
+    script = write_script(Routine(title="t", steps=(step,)), PACK)
+    sounds = sounds_for(script)
+    plan = LivePlan(script, sounds, build(script, sounds, Pacing()))
+
+    def periods(tl, after):
+        beats = [e.start for e in tl.events if e.kind == PULSE and e.start >= after]
+        return {b - a for a, b in itertools.pairwise(beats)}
+
+    now = 20 * RATE
+    assert periods(plan.timeline, now) <= {RATE, RATE + 1, RATE - 1}
+    slower = plan.pressure(now, "more")
+    assert slower is not None
+    p = periods(slower, now)
+    assert p and all(abs(x - RATE * PRESSURE_BEAT) <= 1 for x in p), p
+    assert plan.pressure(now + RATE, "more") is None  # already slower: no change
+    back = plan.pressure(now + 2 * RATE, "less")
+    assert back is not None and periods(back, now + 3 * RATE) <= {RATE, RATE + 1, RATE - 1}
 
 
 def test_back_later_in_a_step_restarts_it(session):
@@ -275,13 +371,61 @@ def test_pressure_speaks_the_steps_own_hint(session):
     assert _find_mono(heard[:, 0], hint)
 
 
-def test_quit_fades_out_and_ends_within_a_moment(session):
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_quit_twice_fades_out_and_ends_within_a_moment(session):
     player, out, _, _ = session
     play(player, out, 3 * RATE)
+    player.control("quit")
     player.control("quit")
     rest = play_to_end(player, out)
     assert len(rest) <= 1024 + TAIL + 4096 + AHEAD
     assert np.abs(rest[-TAIL // 2 :]).max() == 0
+    assert player.quit and player.finished
+
+
+def test_one_quit_asks_for_another_and_a_late_second_asks_again(session):
+    """A pedal's misfire does not end the session: one q asks for a second within 3 s."""
+    player, out, bank, timeline = session
+    clock = FakeClock()
+    player = Player(player.plan, bank, out, gain=GAIN, clock=clock)
+    play(player, out, 2 * RATE)
+    player.control("quit")
+    heard = play(player, out, RATE)
+    assert not player.quit and player.status().message == "press q again to quit"
+    # Nothing changed in what is heard: the session went on, sample for sample.
+    assert np.array_equal(heard, mix(timeline, bank, 2 * RATE, RATE))
+    clock.now += QUIT_WINDOW + 0.1
+    player.control("quit")  # too late to count as the second: it asks again
+    play(player, out, 1000)
+    assert not player.quit and player.status().message == "press q again to quit"
+    clock.now += 1.0
+    player.control("quit")
+    play_to_end(player, out)
+    assert player.quit
+
+
+def test_a_first_quit_then_another_control_does_not_quit(session):
+    player, out, _, _ = session
+    play(player, out, RATE)
+    player.control("quit")
+    player.control("more")
+    player.control("quit")
+    play(player, out, 1000)
+    assert not player.quit
+
+
+def test_stop_ends_at_once(session):
+    player, out, _, _ = session
+    play(player, out, RATE)
+    player.control("stop")
+    play_to_end(player, out)
     assert player.quit and player.finished
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from coach.controls import KEY_HELP, KEYS, Status
+from coach.controls import KEY_HELP, KEY_HELP_PAUSED, KEYS, Status
 from coach.terminal import (
     Keys,
     Screen,
@@ -24,6 +24,7 @@ from coach.terminal import (
     fit,
     pace_text,
     render_status,
+    stutter_text,
 )
 
 # -- render_status ------------------------------------------------------------------
@@ -51,11 +52,11 @@ BASE = Status(
             80,
             [
                 "Upper back basics",
-                "Step 3 of 8: Circles beside the spine (right side)",
+                "Step 3 of 8: Circles beside the spine (partner's right side)",
                 "step  0:42 left    session 12:10 left of 15:00",
                 "[##########-------------------------------------------]  18%",
                 "next: Knead the shoulders",
-                "pace 1.00x (normal)",
+                "pace: normal",
                 "",
                 KEY_HELP,
             ],
@@ -72,7 +73,7 @@ BASE = Status(
                 next_title=None,
                 pace=1.25,
                 paused=True,
-                message="slower: pace 1.25x",
+                message="slower: 1.25x the time",
             ),
             80,
             [
@@ -81,9 +82,9 @@ BASE = Status(
                 "step  1:15 left    session 1:15 left of 15:00",
                 "[################################################-----]  91%",
                 "next: end of the session",
-                "pace 1.25x (slow)    PAUSED",
-                "slower: pace 1.25x",
-                KEY_HELP,
+                "pace: slow (1.25x the time)    PAUSED",
+                "slower: 1.25x the time",
+                KEY_HELP_PAUSED,
             ],
             id="last step, paused",
         ),
@@ -100,13 +101,13 @@ BASE = Status(
             40,
             [
                 "A very long routine title that will nev…",
-                "Step 3 of 8: Circles beside… (left side)",
+                "Step 3 of 8: Circ… (partner's left side)",
                 "step  0:42 left    session 12:10 left o…",
                 "[######---------------------------]  18%",
                 "next: Knead the shoulders and the top o…",
-                "pace 0.90x",
+                "pace: faster (0.90x the time)",
                 "underruns: 2",
-                "space pause  n next  b back  r repeat…",
+                "space pause  n/b next/back  r repeat  +…",
             ],
             id="truncated to 40 columns",
         ),
@@ -115,11 +116,11 @@ BASE = Status(
             80,
             [
                 "Upper back basics",
-                "Step 3 of 8: Circles beside the spine (right side)",
+                "Step 3 of 8: Circles beside the spine (partner's right side)",
                 "step 1:02:05 left    session 1:30:00 left of 2:00:01",
                 "[#############----------------------------------------]  25%",
                 "next: Knead the shoulders",
-                "pace 0.80x (brisk)",
+                "pace: brisk (0.80x the time)",
                 "",
                 KEY_HELP,
             ],
@@ -129,6 +130,20 @@ BASE = Status(
 )
 def test_render_status(status: Status, width: int, expected: list[str]) -> None:
     assert render_status(status, width) == expected
+
+
+def test_paused_shows_paused_once_and_space_resumes() -> None:
+    lines = render_status(replace(BASE, paused=True))
+    assert sum(line.count("PAUSED") for line in lines) == 1
+    assert lines[-1].startswith("space resume")
+    assert render_status(BASE)[-1].startswith("space pause")
+
+
+def test_stutters_are_shown_only_when_there_were_some() -> None:
+    assert all("stutter" not in line for line in render_status(BASE))
+    assert render_status(replace(BASE, stutters=2))[6] == (
+        "the sound stuttered 2 times: the machine was busy"
+    )
 
 
 def test_render_status_before_the_first_step() -> None:
@@ -166,13 +181,19 @@ def test_formats() -> None:
     assert countdown_clock(59.5) == "1:00"
     assert countdown_clock(3599) == "59:59"
     assert countdown_clock(3600) == "1:00:00"
-    assert pace_text(1.0000000001) == "pace 1.00x (normal)"
-    assert pace_text(1.1) == "pace 1.10x"
+    assert pace_text(1.0000000001) == "pace: normal"
+    assert pace_text(1.1) == "pace: slower (1.10x the time)"
+    assert pace_text(1 / 1.1) == "pace: faster (0.91x the time)"
+    assert pace_text(1.25) == "pace: slow (1.25x the time)"
+    assert stutter_text(0) == ""
+    assert stutter_text(1) == "the sound stuttered once: the machine was busy"
+    assert stutter_text(2) == "the sound stuttered 2 times: the machine was busy"
 
 
 def test_keymap_covers_the_commands() -> None:
     assert set(KEYS.values()) == {
-        "pause", "next", "back", "repeat", "faster", "slower", "more", "quit",
+        "pause", "next", "back", "repeat", "faster", "slower", "more",
+        "more_pressure", "less_pressure", "quit",
     }  # fmt: skip
 
 
