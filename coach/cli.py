@@ -2,23 +2,30 @@
 
 Each command parses its options, calls the library, and prints. Every CoachError becomes
 one line on stderr and its exit code (2 for bad usage or input, 1 for run-time
-failures); nothing a user can do wrong ends in a traceback. Heavy modules are imported
-inside the commands that need them, so `coach --help` and `coach validate` start fast.
+failures); so does any OSError (a path that cannot be read or written), and an argparse
+complaint is a short usage line and the error. Nothing a user can do wrong ends in a
+traceback. SIGTERM and SIGHUP end a command as Ctrl-C does, so its clean-up runs (its
+temporary files go, the terminal is restored). Heavy modules are imported inside the
+commands that need them, so `coach --help` and `coach validate` start fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import math
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from coach import __version__
 from coach.errors import CoachError, UsageError
-from coach.routine import PACE_HINT, parse_pace
+from coach.routine import MAX_SESSION, MAX_STEP, PACE_HINT, PACE_RANGE, format_hours, parse_pace
 from coach.timetext import clock, parse_duration
 from coach.units import RATE
 
@@ -28,6 +35,36 @@ if TYPE_CHECKING:
     from coach.timeline import Event
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with complaints of two lines (SPEC "Exit codes"): a short usage line that
+    says where the rest is, and the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"usage: {self._short_usage()}\n{self.prog}: error: {_one_line(message)}\n")
+
+    def _short_usage(self) -> str:
+        words = [self.prog]
+        optional = False
+        for action in self._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            if not action.option_strings:
+                name = action.metavar if isinstance(action.metavar, str) else action.dest
+                words.append(f"{name}..." if action.nargs in ("+", "*") else name)
+            elif action.required:
+                metavar = action.metavar if isinstance(action.metavar, str) else action.dest
+                words.append(f"{action.option_strings[0]} {metavar.upper()}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                optional = True
+        if optional:
+            words.append("[options]")
+        return f"{' '.join(words)}  (see {self.prog} --help)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _pace(text: str) -> float:
     value = parse_pace(text)
     if value is None:
@@ -35,18 +72,32 @@ def _pace(text: str) -> float:
     return value
 
 
-def _duration(text: str) -> float:
+def _length(text: str) -> float:
     value = parse_duration(text)
-    if value is None or value <= 0:
+    if value is None or not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (try 20m, 90s, 1m30s)")
+    if value > MAX_SESSION:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is longer than the longest session ({format_hours(MAX_SESSION)})"
+        )
     return value
 
 
 def _seconds(text: str) -> float:
     value = parse_duration(text)
-    if value is None or value < 0:
+    if value is None or not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 turns it off)")
+    if value > MAX_STEP:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is longer than the longest step ({format_hours(MAX_STEP)})"
+        )
     return value
+
+
+def _voice(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("needs a voice pack's name or folder (see `coach list`)")
+    return text
 
 
 def _rate(text: str) -> int:
@@ -63,17 +114,17 @@ def _rate(text: str) -> int:
     return value
 
 
-def _session_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _session_options() -> _Parser:
+    common = _Parser(add_help=False)
     g = common.add_argument_group("session options")
     g.add_argument("--pace", type=_pace, help="slow, normal, brisk or a factor like 1.2")
     g.add_argument(
         "--length",
-        type=_duration,
+        type=_length,
         metavar="TIME",
         help="fit the whole session to this length, e.g. 20m",
     )
-    g.add_argument("--voice", metavar="PACK", help="voice pack (see `coach list`)")
+    g.add_argument("--voice", type=_voice, metavar="PACK", help="voice pack (see `coach list`)")
     g.add_argument("--rate", type=_rate, metavar="WPM", help="speech rate in words per minute")
     g.add_argument(
         "--no-chimes", dest="chimes", action="store_false", help="no chimes between steps and sides"
@@ -88,7 +139,7 @@ def _session_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="coach",
         description="An offline, voice-guided audio coach for giving a massage.",
     )
@@ -159,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "record-list", help="every phrase a routine needs, to record in your own voice"
     )
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
-    p.add_argument("--voice", metavar="PACK", help="the voice pack to record for")
+    p.add_argument("--voice", type=_voice, metavar="PACK", help="the voice pack to record for")
     p.add_argument(
         "--countdown",
         type=_seconds,
@@ -176,16 +227,102 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    received: list[int] = []
+    try:
+        with _signals_as_interrupts(received):
+            return _run(args)
+    except KeyboardInterrupt:  # outside _run too: a signal may come as it returns
+        if received:
+            _tell(f"coach: stopped by {signal.Signals(received[0]).name}")
+            return 128 + received[0]
+        _tell("coach: interrupted")
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except CoachError as exc:
-        print(str(exc), file=sys.stderr)
+        _tell(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("coach: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        _tell(_os_error_line(exc))
+        return 2 if exc.errno in _PATH_ERRORS else 1
+
+
+def _tell(line: str) -> None:
+    """One line on stderr, if stderr is still there (after SIGHUP it may not be)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+#: An OSError with one of these is about a path the user gave: bad usage (exit 2).
+_PATH_ERRORS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENAMETOOLONG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ELOOP,
+    errno.EEXIST,
+    errno.EROFS,
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    from coach.yamlfile import shown
+
+    why = exc.strerror or _one_line(str(exc)) or type(exc).__name__
+    if exc.filename is None:
+        return f"coach: {why}"
+    name = shown(str(exc.filename))
+    if len(name) > 100:
+        name = f"{name[:60]}...{name[-30:]}"
+    hint = ""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        hint = " (check the permissions of the file and its folders)"
+    elif exc.errno == errno.ENAMETOOLONG:
+        hint = " (use a shorter name)"
+    return f"coach: {name}: {why}{hint}"
+
+
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts(received: list[int]) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt where the program is,
+    as Ctrl-C does, so `finally` blocks and `with` exits run; each signal is added to
+    `received`. A live session's terminal is restored at once, before the exception
+    unwinds. Further stop signals are ignored until the block ends, so they cannot cut
+    the clean-up short. A signal ignored at start (nohup) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        for s in _STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        terminal = sys.modules.get("coach.terminal")
+        if terminal is not None:
+            terminal.restore_terminals()
+        raise KeyboardInterrupt
+
+    old = {}
+    for s in _STOP_SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            old[s] = signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -204,7 +341,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     print("Voice packs:")
     for name in available_packs():
-        pack = load_pack(name)
+        try:
+            pack = load_pack(name)
+        except CoachError as exc:
+            # One broken pack of a user's must not hide the others.
+            _tell(f"warning: {exc} (pack {name} is left out)")
+            continue
         default = ", the default" if name == DEFAULT_PACK else ""
         print(
             f"  {name:<28} {pack.name} ({pack.language}, voice {pack.voice}, "
@@ -252,10 +394,19 @@ def _prepare(args: argparse.Namespace, *, live: bool = False) -> Prepared:
             args.routine, options, progress=_progress("preparing speech", 20), live=live
         )
     except TimelineError as exc:
-        raise UsageError(
-            f"--length {clock(exc.asked)} is shorter than the speech alone "
-            f"({clock(exc.shortest)}); ask for at least {math.ceil(exc.shortest / RATE)}s"
-        ) from None
+        asked = format_hours(args.length) if args.length is not None else clock(exc.asked)
+        if exc.shortest is not None:
+            why = (
+                f"is shorter than the speech alone ({clock(exc.shortest)}); "
+                f"ask for at least {math.ceil(exc.shortest / RATE)}s"
+            )
+        else:
+            why = (
+                f"would need a pace of {exc.needed:.1f}x, slower than the slowest "
+                f"({PACE_RANGE[1]:g}x); ask for at most {format_hours((exc.longest or 0) / RATE)} "
+                "or add steps to the routine"
+            )
+        raise UsageError(f"--length {asked} {why}") from None
     for warning in prepared.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return prepared

@@ -4,10 +4,15 @@ A routine is a YAML file of steps (the README's "Writing a routine"). `load_rout
 data or raises `RoutineError` naming file, line, column, field and what was expected.
 Built-in routines live in coach/routines/ and are addressed by name; anything else is a
 path.
+
+The sanity limits (SPEC "Timing rules") keep every routine that validates computable in
+bounded time and memory, at any pace: MAX_STEP, MIN_EVERY, MAX_SESSION, MAX_EVENTS and
+MAX_CUE_CHARS are far beyond any real massage, and refused at the line that crosses them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,17 @@ SIDES = ("left", "right")
 PACES = {"slow": 1.25, "normal": 1.0, "brisk": 0.8}
 PACE_RANGE = (0.25, 4.0)
 RHYTHM_RANGE = (20.0, 200.0)
+
+#: The longest step, the shortest repeat of an `every` tip, the longest session (its
+#: steps' times, each side counted, at pace 1) and of a --length.
+MAX_STEP: Seconds = 2 * 3600
+MIN_EVERY: Seconds = 5
+MAX_SESSION: Seconds = 6 * 3600
+#: The most events (cues, chimes, rhythm beats) a session may make, counted at the
+#: slowest pace, where a rhythm beats longest: 2 h of 100 bpm beats at 4x stay below it.
+MAX_EVENTS = 50_000
+#: The longest text one cue may speak (about 70 s at a calm rate).
+MAX_CUE_CHARS = 1000
 
 BUILTIN_DIR = Path(__file__).parent / "routines"
 
@@ -115,12 +131,21 @@ def find_routine(name_or_path: str) -> tuple[Path, str]:
     if name_or_path in builtins:
         return builtins[name_or_path], name_or_path
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name_or_path:
+    if path.suffix in (".yaml", ".yml") or "/" in name_or_path or _exists(path):
         return path, name_or_path
     raise UsageError(
         f"no built-in routine named {name_or_path!r} and no such file "
         f"(built-in: {', '.join(builtins)}; see `coach list`)"
     )
+
+
+def _exists(path: Path) -> bool:
+    """Whether something is there; a path we may not look at (EACCES, ENAMETOOLONG) is
+    taken to be meant as a file, so reading it reports what is wrong with it."""
+    try:
+        return path.exists()
+    except OSError:
+        return True
 
 
 def load_routine(name_or_path: str) -> Routine:
@@ -161,16 +186,62 @@ def read_routine(root: Field) -> Routine:
         if not language.replace("-", "").isalpha() or len(language) > 12:
             top["language"].fail(f"{top['language'].raw} is not a language code (like en or es)")
     return Routine(
-        title=top["title"].template(()),
-        description=top["description"].text() if "description" in top else "",
+        title=top["title"].cue((), max_chars=MAX_CUE_CHARS, multiline=False),
+        description=top["description"].text(multiline=True) if "description" in top else "",
         language=language,
         voice=top["voice"].text() if "voice" in top else None,
         pace=pace,
-        steps=tuple(_read_step(f) for f in top["steps"].items(min_len=1)),
+        steps=_read_steps(top["steps"]),
         source=root.src.label,
         voice_where=_where(top["voice"]) if "voice" in top else None,
         language_where=_where(top["language"]) if "language" in top else None,
     )
+
+
+def _read_steps(field: Field) -> tuple[Step, ...]:
+    """The steps, within the session's limits: each is checked as it is added, so the
+    error points at the step that crosses one."""
+    steps: list[Step] = []
+    length: Seconds = 0.0
+    events = 3  # the closing cue, the end chime, the halfway cue
+    for item in field.items(min_len=1):
+        step = _read_step(item)
+        length += step.time * max(1, len(step.sides))
+        if length > MAX_SESSION:
+            item.fail(
+                f"with this step the session lasts {format_hours(length)} (each side counted), "
+                f"longer than the longest session ({format_hours(MAX_SESSION)})"
+            )
+        events += _events_at_slowest(step)
+        if events > MAX_EVENTS:
+            item.fail(
+                f"with this step the session makes {events:,} events (cues, chimes and "
+                f"rhythm beats at the slowest pace, {PACE_RANGE[1]:g}x), more than "
+                f"{MAX_EVENTS:,}; use fewer or rarer tips, a shorter time or no rhythm"
+            )
+        steps.append(step)
+    return tuple(steps)
+
+
+def _events_at_slowest(step: Step) -> int:
+    """At least as many events as the step makes at any pace: per run its chime, its two
+    opening cues, a countdown (--countdown may add one), its tips, and its rhythm's
+    beats over the run's time at the slowest pace."""
+    per_run = 4
+    for tip in step.tips:
+        per_run += 1 if tip.every is None else math.ceil(step.time / tip.every) - 1
+    if step.rhythm:
+        per_run += math.floor(step.rhythm / 60 * step.time * PACE_RANGE[1]) + 1
+    return per_run * max(1, len(step.sides))
+
+
+def format_hours(seconds: Seconds) -> str:
+    """6h, 2h30m, 1h0m15s, 45s: a long time in whole seconds (rounded down), for the
+    limits' messages."""
+    h, rest = divmod(int(max(0.0, seconds)), 3600)
+    m, s = divmod(rest, 60)
+    text = (f"{h}h" if h else "") + (f"{m}m" if m or (h and s) else "") + (f"{s}s" if s else "")
+    return text or "0s"
 
 
 def _read_step(field: Field) -> Step:
@@ -179,6 +250,10 @@ def _read_step(field: Field) -> Step:
         optional=("sides", "tips", "countdown", "rhythm", "pressure"),
     )
     time = keys["time"].duration()
+    if time > MAX_STEP:
+        keys["time"].fail(
+            f"{keys['time'].raw} is longer than the longest step ({format_hours(MAX_STEP)})"
+        )
     sides: tuple[str, ...] = ()
     if "sides" in keys:
         names = []
@@ -195,7 +270,7 @@ def _read_step(field: Field) -> Step:
     def spoken(f: Field) -> str:
         if not sides and "{side}" in str(f.node.value):
             f.fail("{side} is only allowed in a step with sides (add sides: [right, left])")
-        return f.template(placeholders)
+        return f.cue(placeholders, max_chars=MAX_CUE_CHARS)
 
     tips = tuple(_read_tip(f, time, spoken) for f in keys["tips"].items()) if "tips" in keys else ()
     countdown = None
@@ -218,7 +293,7 @@ def _read_step(field: Field) -> Step:
             less=spoken(p["less"]) if "less" in p else None,
         )
     return Step(
-        title=keys["title"].template(()),
+        title=keys["title"].cue((), max_chars=MAX_CUE_CHARS, multiline=False),
         say=spoken(keys["say"]),
         time=time,
         sides=sides,
@@ -235,6 +310,10 @@ def _read_tip(field: Field, step_time: Seconds, spoken: Callable[[Field], str]) 
         field.fail("a tip needs exactly one of `after: TIME` or `every: TIME`")
     which = "after" if "after" in keys else "every"
     at = keys[which].duration()
+    if which == "every" and at < MIN_EVERY:
+        keys[which].fail(
+            f"{keys[which].raw} is more often than a tip may repeat (every {MIN_EVERY:g}s at most)"
+        )
     if at >= step_time:
         keys[which].fail(
             f"{keys[which].raw} falls outside its step (the step lasts "

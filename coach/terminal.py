@@ -71,6 +71,18 @@ def _escape_length(buf: bytes | bytearray) -> int | None:
     return 2  # Alt+key
 
 
+#: The Keys inside their `with` block, so that a signal's handler can give their terminals
+#: back at once (`restore_terminals`), whatever the main thread was doing.
+_ACTIVE: list[Keys] = []
+
+
+def restore_terminals() -> None:
+    """Put every terminal that a `Keys` block has in cbreak mode back as it was. Safe in
+    a signal handler; the blocks' own exits then have nothing left to restore."""
+    for keys in list(_ACTIVE):
+        keys._restore()
+
+
 class Keys:
     """Single key presses from a terminal, without Enter; nothing when stdin is not a
     terminal.
@@ -98,8 +110,10 @@ class Keys:
             return self
         try:
             self._saved = termios.tcgetattr(self.fd)
+            _ACTIVE.append(self)  # before cbreak: a signal from here on restores it
             self._cbreak()
         except termios.error:  # a terminal we cannot set up: play through without keys
+            self._forget()
             self._saved = None
             self.interactive = False
             return self
@@ -117,11 +131,19 @@ class Keys:
         if self._sigcont_installed:
             signal.signal(signal.SIGCONT, self._old_sigcont)
             self._sigcont_installed = False
+        self._restore()
+        self._forget()
+
+    def _restore(self) -> None:
         if self._saved is not None and self.fd is not None:
             saved, self._saved = self._saved, None
             # termios.error: the terminal has gone away, and there is nothing to restore
             with contextlib.suppress(termios.error):
                 termios.tcsetattr(self.fd, termios.TCSAFLUSH, saved)
+
+    def _forget(self) -> None:
+        with contextlib.suppress(ValueError):
+            _ACTIVE.remove(self)
 
     def _cbreak(self) -> None:
         assert self.fd is not None

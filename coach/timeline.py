@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from coach.errors import CoachError
+from coach.routine import PACE_RANGE
 from coach.script import Run, Script
 from coach.timetext import clock
 from coach.units import RATE, Samples, to_samples, to_seconds
@@ -71,19 +72,36 @@ Role = Literal[
 
 
 class TimelineError(CoachError):
-    """A session cannot be laid out as asked: a target length shorter than the speech.
-    `shortest` is the least length that holds it; the command line words the message
-    with its own option's name."""
+    """A session cannot be laid out at the length asked: shorter than the speech alone
+    (`shortest` is the least length that holds it), or longer than the slowest pace
+    stretches it (`longest`, with `needed`, about the pace it would take). The command
+    line words the message with its own option's name."""
 
     exit_code = 2
 
-    def __init__(self, asked: Samples, shortest: Samples) -> None:
+    def __init__(
+        self,
+        asked: Samples,
+        *,
+        shortest: Samples | None = None,
+        longest: Samples | None = None,
+        needed: float = 0.0,
+    ) -> None:
         self.asked = asked
         self.shortest = shortest
-        super().__init__(
-            f"a length of {clock(asked)} is shorter than the speech alone "
-            f"({clock(shortest)}); ask for at least {math.ceil(to_seconds(shortest))}s"
-        )
+        self.longest = longest
+        self.needed = needed
+        if shortest is not None:
+            why = (
+                f"is shorter than the speech alone ({clock(shortest)}); ask for at least "
+                f"{math.ceil(to_seconds(shortest))}s"
+            )
+        else:
+            why = (
+                f"would need a pace of {needed:.1f}x, slower than the slowest "
+                f"({PACE_RANGE[1]:g}x); ask for at most {clock(longest or 0)}"
+            )
+        super().__init__(f"a length of {clock(asked)} {why}")
 
 
 # -- When it is said ----------------------------------------------------------------
@@ -338,16 +356,23 @@ def fit_factor(script: Script, sounds: Sounds, length: Samples, chimes: bool) ->
     """The largest pace factor whose session is no longer than `length`.
 
     The total grows with the factor (only the time that is not speech scales), so a
-    bisection finds it; a length shorter than the speech alone is refused.
+    bisection finds it. A length shorter than the speech alone, or longer than the
+    slowest pace (PACE_RANGE) makes the session, is refused.
     """
     floor = _total(script, sounds, 0.0, chimes)
     if length < floor:
-        raise TimelineError(length, floor)
+        raise TimelineError(length, shortest=floor)
+    slowest = PACE_RANGE[1]
+    ceiling = _total(script, sounds, slowest, chimes)
+    if length > ceiling:
+        # Nearly linear in the factor: what it would take, for the message.
+        needed = slowest * (length - floor) / max(1, ceiling - floor)
+        raise TimelineError(length, longest=ceiling, needed=needed)
     lo, hi = 0.0, 1.0
-    while _total(script, sounds, hi, chimes) <= length:
-        lo, hi = hi, hi * 2
-        if hi > 1e6:
-            return lo
+    while hi < slowest and _total(script, sounds, hi, chimes) <= length:
+        lo, hi = hi, min(hi * 2, slowest)
+    if _total(script, sounds, hi, chimes) <= length:
+        return hi
     for _ in range(64):
         mid = (lo + hi) / 2
         if mid in (lo, hi):

@@ -18,7 +18,7 @@ from typing import Protocol
 from coach import yamlfile
 from coach.chimes import SYNTH_CHIMES
 from coach.errors import UsageError, VoicePackError
-from coach.routine import Routine, Where
+from coach.routine import MAX_CUE_CHARS, Routine, Where
 from coach.yamlfile import Field
 
 FORMAT_VERSION = 1
@@ -94,21 +94,38 @@ def user_pack_dir() -> Path:
 
 
 def available_packs() -> dict[str, Path]:
-    """Pack id -> folder. A user's pack of the same name overrides a built-in one."""
+    """Pack id -> folder. A user's pack of the same name overrides a built-in one.
+
+    A folder we may not look into is listed, so that loading it says why it cannot be
+    read; a packs folder we may not list is skipped."""
     packs: dict[str, Path] = {}
     for root in (builtin_pack_dir(), user_pack_dir()):
-        if root.is_dir():
-            for folder in sorted(root.iterdir()):
-                if (folder / "pack.yaml").is_file():
-                    packs[folder.name] = folder
+        try:
+            folders = sorted(root.iterdir()) if root.is_dir() else []
+        except OSError:
+            continue
+        for folder in folders:
+            if _has_pack_file(folder):
+                packs[folder.name] = folder
     return packs
 
 
+def _has_pack_file(folder: Path) -> bool:
+    try:
+        return (folder / "pack.yaml").is_file()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+
+
 def load_pack(name: str) -> VoicePack:
+    if not name.strip():
+        raise UsageError("an empty voice pack name; give a pack's name (see `coach list`)")
     packs = available_packs()
     if name in packs:
         folder = packs[name]
-    elif Path(name, "pack.yaml").is_file():
+    elif _has_pack_file(Path(name)):
         folder = Path(name)
     else:
         raise UsageError(
@@ -131,7 +148,9 @@ def read_pack(root: Field, folder: Path) -> VoicePack:
             f"(write `pack: {FORMAT_VERSION}`)"
         )
     given = top["phrases"].mapping(required=tuple(PHRASES))
-    phrases = Phrases(**{k: given[k].template(PHRASES[k]) for k in PHRASES})
+    phrases = Phrases(
+        **{k: given[k].cue(PHRASES[k], max_chars=MAX_CUE_CHARS, multiline=False) for k in PHRASES}
+    )
     chimes = {role: "bell" for role in CHIME_ROLES}
     sound_files: dict[str, Path] = {}
     if "chimes" in top:
@@ -148,7 +167,7 @@ def read_pack(root: Field, folder: Path) -> VoicePack:
     clips: dict[str, Path] = {}
     if "clips" in top:
         for key, value in top["clips"].entries():
-            clips[key.text()] = _sound_file(value, folder)
+            clips[key.text(multiline=True)] = _sound_file(value, folder)
     lang = top["language"]
     language = lang.text()
     return VoicePack(

@@ -3,14 +3,22 @@
 A file is parsed with PyYAML's safe loader into a node tree (never into Python objects
 by tags), then walked with `Field`, which knows where every value stands in the file. So
 every complaint can say ``file:line:column: field.path: what is wrong``. Hostile input is
-refused before it can cost much: files over MAX_BYTES, aliases (the "billion laughs"),
-tags other than YAML's plain core types, undecodable bytes and absurd nesting.
+refused before it can cost much: files over MAX_BYTES, anything but a regular file (a FIFO
+would block forever), aliases (the "billion laughs"), tags other than YAML's plain core
+types, undecodable bytes and absurd nesting. Numbers are read as YAML 1.2's core schema
+writes them (plain decimal, finite), and text never carries control characters, so what
+a file says can neither surprise a reader nor reach a terminal as an escape sequence.
 """
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
+import stat
 import string
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +67,9 @@ def load(path: Path, label: str, error: type[InputError]) -> Field:
     """Parse a YAML file into its root `Field`, or raise `error` saying where and why."""
     src = Source(label, error)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
+        data = _read_regular_file(path, MAX_BYTES + 1)
+    except _NotAFile:
+        raise error(f"{label}: not a regular file (a pipe or a device?); give a file") from None
     except FileNotFoundError:
         raise error(f"{label}: no such file") from None
     except IsADirectoryError:
@@ -97,21 +106,86 @@ def load(path: Path, label: str, error: type[InputError]) -> Field:
     return Field(node, "", src)
 
 
+class _NotAFile(Exception):
+    pass
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """Up to `limit` bytes of a regular file. Opened without blocking, so a FIFO or a
+    device is refused at once instead of waiting forever for a writer."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise _NotAFile
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
+#: Implicit YAML 1.1 types a plain value may turn into by accident (2024-01-01 is a date).
+_QUOTE_HINT = {
+    _CORE + "timestamp": "a date",
+    _CORE + "merge": "a merge key",
+    _CORE + "value": "a value key",
+}
+
+
 def _check_tags(root: yaml.Node, src: Source) -> None:
-    stack = [root]
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
     while stack:
-        node = stack.pop()
+        node, path = stack.pop()
         if node.tag not in _ALLOWED_TAGS:
-            src.fail(f"the tag {node.tag!r} is not allowed (plain values only)", node)
+            if isinstance(node, yaml.ScalarNode) and node.style is None and node.tag in _QUOTE_HINT:
+                src.fail(
+                    f"{node.value} is read as {_QUOTE_HINT[node.tag]} (YAML tag "
+                    f"{node.tag.removeprefix(_CORE)}); put it in quotes to mean text: "
+                    f'"{node.value}"',
+                    node,
+                    path,
+                )
+            src.fail(f"the tag {node.tag!r} is not allowed (plain values only)", node, path)
+        children: list[tuple[yaml.Node, str]] = []
         if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
         elif isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                stack.extend((key, value))
+                name = shown(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                children += [(key, path), (value, f"{path}.{name}" if path else name)]
+        stack.extend(reversed(children))  # so the first bad value in the file is the one named
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+#: Numbers as YAML 1.2's core schema writes them in decimal; no hex, octal, underscores
+#: or base-60 (YAML 1.1's 1:30), which Python's int() and float() would read otherwise.
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+_DECIMAL = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_NAMED = {0: "NUL", 7: "BEL", 8: "backspace", 9: "tab", 10: "line break", 13: "CR", 27: "ESC"}
+
+
+def _control_character(text: str, allowed: str) -> tuple[int, str] | None:
+    """The first character that is a control code (C0, DEL, C1) or a lone surrogate and
+    not in `allowed`, with its position; None when there is none."""
+    for i, ch in enumerate(text):
+        if ch not in allowed and unicodedata.category(ch) in ("Cc", "Cs"):
+            return i, ch
+    return None
+
+
+def shown(text: str) -> str:
+    """`text` with control characters written as escapes, safe to print in a message."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cs")
+        else ch
+        for ch in text
+    )
 
 
 _KIND = {
@@ -139,6 +213,7 @@ class Field:
     def child(self, node: yaml.Node, name: str | int) -> Field:
         if isinstance(name, int):
             return Field(node, f"{self.path}[{name}]", self.src)
+        name = shown(name)
         return Field(node, f"{self.path}.{name}" if self.path else name, self.src)
 
     @property
@@ -150,7 +225,7 @@ class Field:
         """The value as written, quoted, for messages."""
         if isinstance(self.node, yaml.ScalarNode):
             text = self.node.value if len(self.node.value) <= 60 else self.node.value[:57] + "..."
-            return f'"{text}"'
+            return f'"{shown(text)}"'
         return self.kind
 
     def mapping(
@@ -186,7 +261,7 @@ class Field:
         seen = set()
         for knode, vnode in self.node.value:
             key = Field(knode, self.path, self.src)
-            name = key.text()
+            name = key.text(multiline=True)
             if name in seen:
                 key.fail("this key appears twice")
             seen.add(name)
@@ -200,27 +275,65 @@ class Field:
             self.fail(f"expected at least {min_len} item{'s' if min_len != 1 else ''}")
         return [self.child(n, i) for i, n in enumerate(self.node.value)]
 
-    def text(self) -> str:
-        """A non-empty string. Numbers are not silently turned into text."""
+    def text(self, *, multiline: bool = False) -> str:
+        """A non-empty string without control characters; line breaks and tabs only when
+        `multiline` (a `say: |` block). Numbers are not silently turned into text."""
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _CORE + "str":
             self.fail(f"expected text, found {self.kind}")
         value = self.node.value.strip()
         if not value:
             self.fail("must not be empty")
+        bad = _control_character(value, "\n\t" if multiline else "")
+        if bad is not None:
+            at, ch = bad
+            name = _NAMED.get(ord(ch), "a control character")
+            if ch in "\n\t":
+                self.fail(f"must be one line, without a {name} (character {at + 1})")
+            self.fail(
+                f"contains {name} (U+{ord(ch):04X}) at character {at + 1}; "
+                "text may not hold control characters"
+            )
         return value
 
+    def _plain_number(self, pattern: re.Pattern[str]) -> str | None:
+        """The value's text when it is an unquoted number in `pattern`'s form, else None."""
+        node = self.node
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.style is None
+            and node.tag in (_CORE + "int", _CORE + "float", _CORE + "str")
+            and pattern.fullmatch(node.value)
+        ):
+            return node.value
+        return None
+
     def number(self, *, low: float, high: float, what: str = "a number") -> float:
-        if self.node.tag not in (_CORE + "int", _CORE + "float"):
+        text = self._plain_number(_DECIMAL)
+        if text is None:
+            if self.node.tag in (_CORE + "int", _CORE + "float"):  # .nan, .inf, 0x10, 1_0
+                self.fail(
+                    f"{self.raw} is not {what} written in decimal digits "
+                    f"(expected {low:g} to {high:g})"
+                )
             self.fail(f"{self.raw} is not {what} (expected {low:g} to {high:g})")
-        value = float(self.node.value.replace("_", ""))
+        value = float(text)
         if not (math.isfinite(value) and low <= value <= high):
-            self.fail(f"{self.node.value} is out of range (expected {low:g} to {high:g})")
+            written = text if len(text) <= 60 else text[:57] + "..."
+            self.fail(f"{written} is out of range (expected {low:g} to {high:g})")
         return value
 
     def integer(self, *, low: int, high: int) -> int:
-        if self.node.tag != _CORE + "int":
+        text = self._plain_number(_INTEGER)
+        if text is None:
+            if self.node.tag in (_CORE + "int", _CORE + "float"):
+                self.fail(
+                    f"{self.raw} is not a whole number written in decimal digits "
+                    f"(expected {low} to {high})"
+                )
             self.fail(f"{self.raw} is not a whole number (expected {low} to {high})")
-        value = int(self.node.value.replace("_", ""), 0)
+        if len(text.lstrip("+-")) > 30:  # int() of a huge digit string is slow; none fits
+            self.fail(f"{self.raw} is out of range (expected {low} to {high})")
+        value = int(text)
         if not low <= value <= high:
             self.fail(f"{value} is out of range (expected {low} to {high})")
         return value
@@ -243,10 +356,23 @@ class Field:
             self.fail(f"{self.raw} is longer than a day")
         return seconds
 
-    def template(self, allowed: Iterable[str]) -> str:
+    def template(self, allowed: Iterable[str], *, multiline: bool = False) -> str:
         """Text whose {placeholders} must be among `allowed`."""
-        value = self.text()
+        value = self.text(multiline=multiline)
         check_placeholders(value, allowed, self.fail)
+        return value
+
+    def cue(self, allowed: Iterable[str], *, max_chars: int, multiline: bool = True) -> str:
+        """Text the coach speaks: a template with words in it (not "..." alone, which a
+        speech engine turns into no sound), at most `max_chars` long."""
+        value = self.template(allowed, multiline=multiline)
+        if len(value) > max_chars:
+            self.fail(
+                f"{len(value)} characters is too long for a spoken cue (at most {max_chars}; "
+                "split it into tips or steps)"
+            )
+        if not any(ch.isalnum() for ch in value):
+            self.fail(f"{self.raw} has no words to speak")
         return value
 
 

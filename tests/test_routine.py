@@ -272,10 +272,10 @@ def test_no_steps_is_an_error(tmp_path):
         ),
         (
             "routine: !!python/object/apply:os.system ['echo hacked']\n",
-            "my-routine.yaml:1:10: the tag 'tag:yaml.org,2002:python/object/apply:os.system' is "
-            "not allowed",
+            "my-routine.yaml:1:10: routine: the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system' is not allowed",
         ),
-        ("routine: !custom 1\n", "my-routine.yaml:1:10: the tag '!custom' is not allowed"),
+        ("routine: !custom 1\n", "my-routine.yaml:1:10: routine: the tag '!custom' is not allowed"),
         ("routine: 1\x00\x01\x02\n", "my-routine.yaml: not valid YAML:"),
     ],
 )
