@@ -8,6 +8,12 @@ Every sound is additive synthesis: a few partials, each a pair of slightly detun
 (a slow beating, the shimmer of a real bell) with its own exponential decay, under a
 raised-cosine attack (no click at the strike) and a raised-cosine fade over the last 30%
 of the buffer, so each starts and ends at exactly zero and has died away by its end.
+
+What the levels and decays are held to (tests/test_chimes.py): a pack's side chime is as
+loud as its step chime (within 3 LU, BS.1770); a step chime has fallen 30 dB below its
+peak by the time the step's instructions can begin (its strike, the 0.8 s lead to the
+title, a 0.7 s title gap), so it never rings under them; the rhythm pulse keeps most of
+its energy between 250 and 1500 Hz, where a phone's small speaker still plays it.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ SYNTH_CHIMES: dict[str, Seconds] = {
     "wood": 0.6,
 }
 
-#: The soft low pulse of a step's rhythm.
-PULSE_SECONDS: Seconds = 0.18
+#: The soft tap of a step's rhythm (every beat is this long, accented or not).
+PULSE_SECONDS: Seconds = 0.2
+#: A rhythm's accent falls on its first beat and every ACCENT_EVERY-th after it; the
+#: mixer asks for it with pulse(accent=True).
+ACCENT_EVERY = 4
 
 #: Peak absolute sample value of each sound: well under the voice (about -18 LUFS,
 #: peaks under -1 dBFS), so the chimes sit behind it.
@@ -41,7 +50,10 @@ LEVELS: dict[str, float] = {
     "bell-low": 0.30,
     "wood": 0.20,
 }
-PULSE_LEVEL = 0.18
+#: The tap measures about -32 LUFS, some 16 LU under the voice (and 10 more while the
+#: voice speaks, when the mixer lowers it); the fuller accent measures 2 LU above it.
+PULSE_LEVEL = 0.155
+ACCENT_LEVEL = 0.17
 
 #: The share of each buffer, at its end, faded to silence.
 _FADE_SHARE = 0.3
@@ -68,19 +80,20 @@ class _Strike:
 # Bell partials (hum, prime, tierce, quint, nominal, and a few above), each dying faster the
 # higher it is; the prime is the strongest, so it is the pitch one hears and measures.
 _STRIKES: dict[str, _Strike] = {
-    # D5: the step-change chime, a small warm bell.
+    # D5: the step-change chime, a small warm bell, damped so that it is 30 dB down
+    # 1.5 s after the strike, before the step's instructions begin.
     "bell": _Strike(
         fundamental=587.33,
         partials=(
-            _Partial(0.5, 0.30, 1.00, beat=0.7),  # hum
-            _Partial(1.0, 1.00, 0.70, beat=1.1),  # prime
-            _Partial(1.19, 0.30, 0.50, beat=1.4),  # tierce
-            _Partial(1.5, 0.15, 0.42, beat=1.2),  # quint
-            _Partial(2.0, 0.50, 0.38, beat=1.9),  # nominal
-            _Partial(2.52, 0.18, 0.22, beat=2.3),  # superquint
-            _Partial(3.01, 0.10, 0.15),  # octave nominal
-            _Partial(4.16, 0.05, 0.09),
-            _Partial(5.43, 0.03, 0.06),
+            _Partial(0.5, 0.30, 0.62, beat=0.7),  # hum
+            _Partial(1.0, 1.00, 0.43, beat=1.1),  # prime
+            _Partial(1.19, 0.30, 0.31, beat=1.4),  # tierce
+            _Partial(1.5, 0.15, 0.26, beat=1.2),  # quint
+            _Partial(2.0, 0.50, 0.24, beat=1.9),  # nominal
+            _Partial(2.52, 0.18, 0.14, beat=2.3),  # superquint
+            _Partial(3.01, 0.10, 0.095),  # octave nominal
+            _Partial(4.16, 0.05, 0.056),
+            _Partial(5.43, 0.03, 0.037),
         ),
         attack=0.004,
         noise=0.05,
@@ -124,19 +137,38 @@ _STRIKES: dict[str, _Strike] = {
         noise_tau=0.005,
     ),
     # A woodblock "tok": a few damped resonances of a small block of hard wood, tapped
-    # with a soft stick; gone within a tenth of a second.
+    # with a soft stick; gone within a fifth of a second. It rings just long enough to
+    # measure as loud as the bells at the same peak, so as a side chime it is not missed.
     "wood": _Strike(
         fundamental=820.0,
         partials=(
-            _Partial(1.0, 1.00, 0.032),
-            _Partial(1.62, 0.45, 0.020),
-            _Partial(2.41, 0.18, 0.012),
+            _Partial(1.0, 1.00, 0.048),
+            _Partial(1.62, 0.45, 0.030),
+            _Partial(2.41, 0.18, 0.018),
         ),
         attack=0.0015,
         noise=0.08,
         noise_cutoff=3000.0,
         noise_tau=0.002,
     ),
+}
+
+# The rhythm's tap: a felt mallet on a small wooden tongue, its modes (not a bell's) from
+# a little below the fundamental (the body) to four times it, all short, so it is a warm
+# "tock" of a tenth of a second with almost all its energy between 250 and 1500 Hz. The
+# accent is the same tap a major third lower, fuller and a little longer: a lean, not a
+# click.
+_TAP_MODES = ((0.5, 0.22, 0.75), (1.0, 1.00, 1.0), (2.32, 0.30, 0.5), (4.1, 0.07, 0.22))
+_PULSES: dict[bool, _Strike] = {
+    accent: _Strike(
+        fundamental=fundamental,
+        partials=tuple(_Partial(ratio, amp, tau * decay) for ratio, amp, decay in _TAP_MODES),
+        attack=0.006 if accent else 0.005,
+        noise=0.03,
+        noise_cutoff=1200.0,
+        noise_tau=0.003,
+    )
+    for accent, fundamental, tau in ((False, 440.0, 0.045), (True, 349.23, 0.06))
 }
 
 
@@ -149,10 +181,11 @@ def chime(name: str) -> np.ndarray:
     return _chime(name)
 
 
-def pulse() -> np.ndarray:
-    """The soft low pulse of a rhythm: float32 mono at RATE, exactly to_samples(PULSE_SECONDS)
-    samples long, peaking at PULSE_LEVEL. The same read-only array on every call."""
-    return _pulse()
+def pulse(accent: bool = False) -> np.ndarray:
+    """The soft tap of a rhythm's beat, or its accent (for the first beat and every
+    ACCENT_EVERY-th): float32 mono at RATE, exactly to_samples(PULSE_SECONDS) samples
+    long, peaking at PULSE_LEVEL (ACCENT_LEVEL). The same read-only array on every call."""
+    return _pulse(bool(accent))
 
 
 @cache
@@ -163,20 +196,9 @@ def _chime(name: str) -> np.ndarray:
 
 
 @cache
-def _pulse() -> np.ndarray:
-    import numpy as np
-
+def _pulse(accent: bool) -> np.ndarray:
     n = to_samples(PULSE_SECONDS)
-    t = np.arange(n) / RATE
-    # A low thump: 90 Hz gliding gently down to 75 Hz (like a soft drum), with a little
-    # second harmonic so small speakers can still give it body; it dies within the buffer.
-    f_start, f_end, glide = 90.0, 75.0, 0.05
-    freq = f_end + (f_start - f_end) * np.exp(-t / glide)
-    phase = 2 * np.pi * np.cumsum(freq) / RATE
-    phase -= phase[0]  # start on a zero crossing
-    wave = np.sin(phase) + 0.3 * np.sin(2 * phase)
-    envelope = _attack(n, 0.012) * np.exp(-t / 0.05)
-    return _finish(wave * envelope, PULSE_LEVEL)
+    return _finish(_synthesize(_PULSES[accent], n), ACCENT_LEVEL if accent else PULSE_LEVEL)
 
 
 def _synthesize(strike: _Strike, n: int) -> np.ndarray:

@@ -1,31 +1,48 @@
-"""The synthesized chimes and the rhythm pulse: lengths, levels, clean edges, pitch, decay."""
+"""The synthesized chimes and the rhythm pulse: lengths, levels, clean edges, pitch, decay,
+how loud each pack's chimes are against each other, and where the pulse's energy lies in a
+rendered session (what a phone's small speaker can still play)."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from coach import loudness
 from coach.chimes import PULSE_SECONDS, SYNTH_CHIMES, chime, pulse
-from coach.units import RATE, to_samples
+from coach.timeline import CHIME_LEAD
+from coach.units import RATE, to_samples, to_seconds
+from coach.voicepack import builtin_pack_dir, load_pack
 
 LEVELS = {
     "bell": 0.28,
     "bell-bright": 0.25,
     "bell-low": 0.3,
     "wood": 0.2,
-    "pulse": 0.18,
+    "pulse": 0.155,
+    "accent": 0.17,
 }
+PULSES = ("pulse", "accent")
+SHIPPED_PACKS = sorted(p.name for p in builtin_pack_dir().iterdir() if (p / "pack.yaml").is_file())
+#: The pause the SPEC asks for between a step's title and its instructions.
+TITLE_GAP = 0.7
 BELLS = ("bell", "bell-bright", "bell-low")
 PITCH_RANGES = {"bell": (500, 700), "bell-bright": (900, 1100), "bell-low": (250, 400)}
 EDGE = to_samples(0.005)
 
 
 def sound(name: str) -> np.ndarray:
-    return pulse() if name == "pulse" else chime(name)
+    if name in PULSES:
+        return pulse(accent=name == "accent")
+    return chime(name)
 
 
 def length(name: str) -> int:
-    return to_samples(PULSE_SECONDS if name == "pulse" else SYNTH_CHIMES[name])
+    return to_samples(PULSE_SECONDS if name in PULSES else SYNTH_CHIMES[name])
 
 
 def peak(x: np.ndarray) -> float:
@@ -45,8 +62,35 @@ def dominant_hz(x: np.ndarray) -> float:
     return float(np.fft.rfftfreq(len(x), 1 / RATE)[np.argmax(spectrum)])
 
 
+def energy_share(x: np.ndarray, low: float, high: float = np.inf) -> float:
+    """The share of the energy of X between LOW and HIGH Hz."""
+    energy = np.abs(np.fft.rfft(x.astype(np.float64), 4 * len(x))) ** 2
+    freqs = np.fft.rfftfreq(4 * len(x), 1 / RATE)
+    return float(energy[(freqs >= low) & (freqs <= high)].sum() / energy.sum())
+
+
+def loss_through_highpass_db(x: np.ndarray, cutoff: float = 300.0) -> float:
+    """How much quieter X is through a 2nd-order Butterworth high-pass at CUTOFF (a phone's
+    small speaker plays little below about 300 Hz), in dB."""
+    spectrum = np.fft.rfft(x.astype(np.float64), 4 * len(x))
+    ratio = (np.fft.rfftfreq(4 * len(x), 1 / RATE) / cutoff) ** 4
+    passed = np.abs(spectrum) ** 2 * ratio / (1 + ratio)
+    return float(10 * np.log10(passed.sum() / (np.abs(spectrum) ** 2).sum()))
+
+
+def pack_chime(pack, role: str) -> np.ndarray:
+    name = pack.chimes[role]
+    if name in pack.sound_files:
+        import soundfile as sf
+
+        x, rate = sf.read(str(pack.sound_files[name]), dtype="float32", always_2d=True)
+        assert rate == RATE, (pack.id, name, rate)
+        return x.mean(axis=1)
+    return chime(name)
+
+
 def test_the_table_has_every_chime():
-    assert set(SYNTH_CHIMES) == set(LEVELS) - {"pulse"}
+    assert set(SYNTH_CHIMES) == set(LEVELS) - set(PULSES)
 
 
 @pytest.mark.parametrize("name", LEVELS)
@@ -103,12 +147,110 @@ def test_wood_resonates_between_800_and_2000_hz():
     assert 800 <= dominant_hz(chime("wood")) <= 2000
 
 
-def test_pulse_is_low():
-    x = pulse().astype(np.float64)
-    energy = np.abs(np.fft.rfft(x)) ** 2
-    freqs = np.fft.rfftfreq(len(x), 1 / RATE)
-    assert energy[freqs < 250].sum() > 0.8 * energy.sum()
-    assert 60 <= dominant_hz(x) <= 120
+@pytest.mark.parametrize("name", PULSES)
+def test_the_pulse_is_a_tap_a_phone_speaker_can_play(name):
+    x = sound(name)
+    assert energy_share(x, 250) >= 0.5
+    assert energy_share(x, 250, 1500) >= 0.9
+    assert 250 <= dominant_hz(x) <= 1500
+    # Speech loses under a decibel through such a speaker; the tap loses little more.
+    assert loss_through_highpass_db(x) > -3.0
+
+
+@pytest.mark.parametrize("name", PULSES)
+def test_the_pulse_is_a_short_tap_gone_long_before_the_next_beat(name):
+    x = sound(name)
+    loud = rms(x[: to_samples(0.03)])
+    assert 20 * np.log10(loud / rms(x[to_samples(0.15) :])) >= 25
+    # Even at the fastest rhythm (120 bpm) a beat is over before the next one.
+    assert PULSE_SECONDS < 0.5
+
+
+def test_the_accent_is_a_gentle_lean_lower_and_a_little_louder():
+    tap, accent = pulse(), pulse(accent=True)
+    assert dominant_hz(accent) < dominant_hz(tap)
+    difference = loudness.integrated(accent) - loudness.integrated(tap)
+    assert 1.0 <= difference <= 3.0, difference
+
+
+def test_the_pulse_stays_far_under_the_voice():
+    # A session's voice measures TARGET_LUFS at a pack's full volume, and the pulse plays at
+    # its own level in the centre: even the accent is 12 LU under the voice between cues
+    # (and the mixer lowers it 10 dB more while the coach speaks).
+    for name in PULSES:
+        assert loudness.integrated(sound(name)) <= loudness.TARGET_LUFS - 12, name
+
+
+@pytest.mark.parametrize("pack_id", SHIPPED_PACKS)
+def test_a_packs_side_chime_is_as_loud_as_its_step_chime(pack_id):
+    pack = load_pack(pack_id)
+    step = loudness.integrated(pack_chime(pack, "step"))
+    side = loudness.integrated(pack_chime(pack, "side"))
+    assert abs(side - step) <= 3.0, (pack.chimes, step, side)
+
+
+@pytest.mark.parametrize("pack_id", SHIPPED_PACKS)
+def test_a_step_chime_has_died_away_before_the_instructions_begin(pack_id):
+    x = pack_chime(load_pack(pack_id), "step")
+    after = to_samples(to_seconds(CHIME_LEAD) + TITLE_GAP)
+    tail = float(np.max(np.abs(x[after:]))) if after < len(x) else 0.0
+    assert tail < peak(x) * 10 ** (-30 / 20), 20 * np.log10(max(tail, 1e-12) / peak(x))
+
+
+PULSE_ROUTINE = """\
+routine: 1
+title: Pulse test
+steps:
+  - title: Rock
+    say: Rock gently.
+    time: 30s
+    rhythm: 60
+"""
+
+
+def quiet_stretch(events: list[dict], margin: float) -> tuple[float, float]:
+    """The longest stretch with no speech or chime in it, MARGIN seconds inside its
+    neighbours (the mixer lowers the pulse for 0.3 s around each cue)."""
+    sounding = sorted((e["start"], e["end"]) for e in events if e["kind"] != "pulse")
+    gaps, reached = [], 0.0
+    for start, end in sounding:
+        gaps.append((reached + margin, start - margin))
+        reached = max(reached, end)
+    return max(gaps, key=lambda g: g[1] - g[0])
+
+
+@pytest.mark.tts
+def test_in_a_rendered_session_the_pulse_is_mostly_above_250_hz(tmp_path):
+    routine = tmp_path / "pulse-test.yaml"
+    routine.write_text(PULSE_ROUTINE)
+    out = tmp_path / "pulse-test.wav"
+    coach = [sys.executable, "-m", "coach"]
+    top = Path(__file__).parents[1]
+    preview = subprocess.run(
+        [*coach, "preview", str(routine), "--voice", "calm-en", "--json"],
+        cwd=top,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    subprocess.run(
+        [*coach, "render", str(routine), "--voice", "calm-en", "-o", str(out)],
+        cwd=top,
+        capture_output=True,
+        check=True,
+    )
+    import soundfile as sf
+
+    audio, rate = sf.read(str(out), dtype="float64", always_2d=True)
+    assert rate == RATE
+    events = json.loads(preview.stdout)["events"]
+    start, end = quiet_stretch(events, margin=0.4)
+    beats = [e for e in events if e["kind"] == "pulse" and start <= e["start"] < end]
+    assert len(beats) >= 5, (start, end)
+    stretch = audio[to_samples(start) : to_samples(end)].mean(axis=1)
+    assert rms(stretch) > 1e-3  # the pulses are there, not silence
+    assert energy_share(stretch, 250) >= 0.5
+    assert loss_through_highpass_db(stretch) > -3.0
 
 
 @pytest.mark.parametrize("name", LEVELS)
