@@ -147,8 +147,13 @@ def test_pace_options_change_the_preview_as_the_spec_says(run_cli, tiny):
     assert total("--length", "3m") == 180.0
     assert total("--rate", "300") < total("--rate", "100")
     assert total("--no-chimes") < normal
+    from coach.voicepack import load_pack
+
+    countdown = load_pack("calm-en").phrases.countdown.format(seconds="5")
+    code, out, _ = run_cli("preview", tiny, "--json", "--countdown", "5")
+    assert any(e["text"] == countdown for e in json.loads(out)["events"])
     code, out, _ = run_cli("preview", tiny, "--json", "--countdown", "0")
-    assert all("seconds left" not in e["text"] for e in json.loads(out)["events"])
+    assert all(e["text"] != countdown for e in json.loads(out)["events"])
     code, _, err = run_cli("preview", tiny, "--length", "10s")
     assert code == 2 and "shorter than the speech alone" in err
 

@@ -118,7 +118,7 @@ def test_a_user_pack_is_found_and_listed(user_pack, run_cli):
             'pack.yaml:8:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder',
         ),
         (
-            ('countdown: "{seconds} seconds left."', 'countdown: "{secs} seconds left."'),
+            ('countdown: "Begin to finish this stroke."', 'countdown: "{secs} to go."'),
             {},
             "pack.yaml:10:14: phrases.countdown: {secs} is not a placeholder here (use {seconds})",
         ),
