@@ -38,9 +38,7 @@ SYNTH_CHIMES: dict[str, Seconds] = {
 
 #: The soft tap of a step's rhythm (every beat is this long, accented or not).
 PULSE_SECONDS: Seconds = 0.2
-#: A rhythm's accent falls on its first beat and every ACCENT_EVERY-th after it; the
-#: mixer asks for it with pulse(accent=True).
-ACCENT_EVERY = 4
+#: A rhythm's accent (coach.timeline.ACCENT_EVERY places it) is pulse(accent=True).
 
 #: Peak absolute sample value of each sound: well under the voice (about -18 LUFS,
 #: peaks under -1 dBFS), so the chimes sit behind it.
@@ -182,9 +180,10 @@ def chime(name: str) -> np.ndarray:
 
 
 def pulse(accent: bool = False) -> np.ndarray:
-    """The soft tap of a rhythm's beat, or its accent (for the first beat and every
-    ACCENT_EVERY-th): float32 mono at RATE, exactly to_samples(PULSE_SECONDS) samples
-    long, peaking at PULSE_LEVEL (ACCENT_LEVEL). The same read-only array on every call."""
+    """The soft tap of a rhythm's beat, or its accent (the first beat and every
+    coach.timeline.ACCENT_EVERY-th): float32 mono at RATE, exactly
+    to_samples(PULSE_SECONDS) samples long, peaking at PULSE_LEVEL (ACCENT_LEVEL). The
+    same read-only array on every call."""
     return _pulse(bool(accent))
 
 

@@ -67,7 +67,7 @@ class SoundBank:
         if event.kind == CHIME:
             return self.chime(event.text)
         if event.kind == PULSE:
-            return chimes.pulse()
+            return chimes.pulse(accent=event.role == "accent")
         raise ValueError(f"unknown event kind {event.kind!r}")
 
     def speech(self, text: str) -> np.ndarray:

@@ -44,6 +44,9 @@ HALFWAY_REACH = 0.25
 #: A rhythm follows the pace (a slower pace, a slower beat) but pace never takes it
 #: outside this range of beats a minute (one written outside it stays as written).
 BEAT_RANGE = (40.0, 120.0)
+#: A rhythm's first beat and every ACCENT_EVERY-th after it lean a little harder, so a
+#: long stretch of beats is not monotonous.
+ACCENT_EVERY = 4
 
 
 def paced_beat(bpm: float, factor: float, slower: float = 1.0) -> float:
@@ -63,11 +66,11 @@ _KIND_ORDER: dict[Kind, int] = {CHIME: 0, SPEECH: 1, PULSE: 2}
 
 #: What an event does in the session. Speech: a run's announcement (its title) and its
 #: instructions, a side switch, a tip, a countdown, the halfway cue, the closing words.
-#: Chimes: a step's, a side's, the end's. Pulses: the rhythm.
+#: Chimes: a step's, a side's, the end's. Pulses: a beat of the rhythm, or its accent.
 Role = Literal[
     "announce", "say", "switch", "tip", "countdown", "halfway", "finished",
     "step", "side", "end",
-    "rhythm",
+    "rhythm", "accent",
 ]  # fmt: skip
 
 
@@ -289,7 +292,8 @@ def _place_run(
         first = opening_end + GAP
         k = 0
         while (at := first + round(k * period)) + p.sounds.pulse <= end - TAIL:
-            p.add(PULSE, at, p.sounds.pulse, f"{bpm:.3g} bpm", run, "rhythm")
+            beat: Role = "accent" if k % ACCENT_EVERY == 0 else "rhythm"
+            p.add(PULSE, at, p.sounds.pulse, f"{bpm:.3g} bpm", run, beat)
             k += 1
     segment = Segment(index, run.step, run.side, run.title, start, end, nominal)
     return segment, limit

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coach.routine import Pressure, Routine, Step, Tip
+from coach.routine import PACE_RANGE, Pressure, Routine, Step, Tip
 from coach.script import write_script
 from coach.timeline import (
+    ACCENT_EVERY,
     CHIME_LEAD,
     END_SILENCE,
     GAP,
@@ -266,18 +267,31 @@ def test_a_slower_pace_never_shortens_the_session(routine, speed, ratio):
 
 
 @common
-@given(routines, speeds, st.floats(min_value=1.0, max_value=5.0), st.booleans())
-def test_length_hits_its_target_to_the_sample(routine, speed, stretch, chimes):
+@given(routines, speeds, st.floats(min_value=0.0, max_value=1.0), st.booleans())
+def test_length_hits_its_target_to_the_sample(routine, speed, share, chimes):
+    """Any length from the speech alone to the slowest pace's session is hit exactly."""
     script = write_script(routine, PACK)
     sounds = sounds_for(script, speed)
     floor = build(script, sounds, Pacing(pace=0.0, chimes=chimes)).total
-    target = round(floor * stretch) + RATE
+    ceiling = build(script, sounds, Pacing(pace=PACE_RANGE[1], chimes=chimes)).total
+    target = floor + round((ceiling - floor) * share)
     tl = build(script, sounds, Pacing(length=target, chimes=chimes))
     assert tl.total == target
     assert (
         tl.total - build(script, sounds, Pacing(pace=tl.factor, chimes=chimes)).total
         <= len(tl.segments) + 1
     )
+
+
+@common
+@given(routines, speeds, st.booleans())
+def test_a_length_past_the_slowest_pace_is_refused(routine, speed, chimes):
+    script = write_script(routine, PACK)
+    sounds = sounds_for(script, speed)
+    ceiling = build(script, sounds, Pacing(pace=PACE_RANGE[1], chimes=chimes)).total
+    with pytest.raises(TimelineError, match="slower than the slowest") as refused:
+        build(script, sounds, Pacing(length=ceiling + RATE, chimes=chimes))
+    assert refused.value.longest == ceiling and refused.value.needed > PACE_RANGE[1]
 
 
 @common
@@ -330,6 +344,15 @@ def test_the_rhythm_follows_the_pace_within_40_to_120_beats_a_minute():
         period = RATE * 60 / bpm
         assert gaps <= {math.floor(period), math.ceil(period)}, (pace, gaps)
         assert len(beats) >= int((60 * pace - 4) * bpm / 60)  # the opening comes first
+
+
+def test_every_fourth_beat_is_an_accent_starting_with_the_first():
+    step = Step(title="Rock", say="Rock.", time=30.0, rhythm=60.0)
+    script = write_script(Routine(title="t", steps=(step,)), PACK)
+    tl = build(script, sounds_for(script))
+    roles = [e.role for e in tl.events if e.kind == PULSE]
+    assert len(roles) > 8
+    assert roles == ["accent" if k % ACCENT_EVERY == 0 else "rhythm" for k in range(len(roles))]
 
 
 def test_a_rhythm_written_outside_the_range_keeps_its_own_tempo():
