@@ -171,7 +171,7 @@ def test_keys_pause_next_slow_down_and_quit_a_running_session(pulse, routine_fil
         term.wait_for("Step 2 of 3")
         time.sleep(4.0)
         term.press("-")
-        term.wait_for("pace 1.10x")
+        term.wait_for("1.10x the time")
         time.sleep(1.0)
         quit_at = term.press("q")
         code = term.close()
@@ -196,7 +196,7 @@ def test_keys_pause_next_slow_down_and_quit_a_running_session(pulse, routine_fil
     # Quit: silence within half a second of the key.
     q = rec.frame_at(quit_at)
     assert rms(audio[q + RATE // 2 :]) < 1e-4
-    assert b"pace 1.10x" in term.screen
+    assert b"pace: slower (1.10x the time)" in term.screen
 
 
 def best_match(signal: np.ndarray, template: np.ndarray) -> tuple[int, float]:
@@ -212,3 +212,65 @@ def best_match(signal: np.ndarray, template: np.ndarray) -> tuple[int, float]:
     score = np.where(local > 1e-4 * norm, corr / np.sqrt(np.maximum(local, 1e-30) * norm), 0.0)
     lag = int(np.argmax(score))
     return lag, float(score[lag])
+
+
+SIDED = """\
+routine: 1
+title: Sides test
+steps:
+  - title: Warm the oil
+    say: Rub your hands together to warm the oil.
+    time: 6s
+  - title: Slow circles
+    say: Press and make slow circles on the {side} side.
+    time: 30s
+    sides: [right, left]
+    pressure:
+      more: Lean in slowly with your body weight.
+      less: Lighten up and glide.
+  - title: Knead the shoulders
+    say: Knead the shoulders like soft dough.
+    time: 6s
+"""
+
+
+def test_next_on_a_two_sided_step_goes_to_its_other_side_and_q_needs_a_second_press(
+    pulse, tmp_path
+):
+    from audio_checks import heard
+
+    routine = tmp_path / "sides.yaml"
+    routine.write_text(SIDED)
+    prepared = prepare(str(routine), Options(chimes=False), live=True)
+    clips = prepared.clips()
+    runs = prepared.script.runs
+    assert [(r.step, r.side) for r in runs][1:3] == [(1, "right"), (1, "left")]
+    switch = runs[2].opening[0]  # "Now the left side"-like, from the pack
+    hint = prepared.script.pressure_hint(2, "more")
+    with pulse.record(tmp_path / "rec.wav") as rec:
+        term = Terminal(coach_command("run", str(routine), "--no-chimes"))
+        term.wait_for("(partner's right side)")
+        term.wait_for("next: Slow circles, partner's left side")
+        time.sleep(2.0)
+        next_at = term.press("n")
+        term.wait_for("(partner's left side)")
+        time.sleep(4.0)
+        p_at = term.press("p")
+        time.sleep(len(clips.load(hint)) / RATE + 1.0)
+        term.press("q")
+        term.wait_for("press q again to quit")
+        time.sleep(1.0)
+        assert term.proc.poll() is None, "one q ended the session"
+        term.press("q")
+        code = term.close()
+        time.sleep(0.3)
+    assert code == 0, term.proc.stderr.read() if term.proc.stderr else ""
+    audio = rec.samples.mean(axis=1)
+    # n: the left side begins at once with its switch cue (no chime: --no-chimes).
+    n = rec.frame_at(next_at)
+    length = len(clips.load(switch))
+    assert heard(audio[n : n + length + round(0.45 * RATE)], RATE, switch), switch
+    # p: the step's own hint is spoken.
+    p = rec.frame_at(p_at)
+    length = len(clips.load(hint))
+    assert heard(audio[p : p + length + round(0.45 * RATE)], RATE, hint), hint
