@@ -20,7 +20,7 @@ import time
 import uuid
 import wave
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,7 +125,26 @@ def worker_count(missing: int, fixed: int | None = None) -> int:
     return k
 
 
-def _check_hint() -> str:
+#: A cue longer than this many words is more than espeak-ng speaks reliably in one go
+#: (3,000 words time out, 4,000 crash it): a failure on one is blamed on its length.
+LONG_CUE_WORDS = 400
+
+
+def _hint(text: str, done: int, scratch: Path) -> str:
+    """What to do about a failure on `text` after `done` clips of this run came out well:
+    the likely cause, not a reinstall when the engine plainly works."""
+    import shutil
+
+    from coach.speech import cache_write_error
+
+    words = len(text.split())
+    if words > LONG_CUE_WORDS:
+        return f"the cue has {words} words, too long to speak in one go: split it into shorter cues"
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(scratch).free < 1 << 20:
+            return cache_write_error(scratch, OSError(28, "No space left on device"))
+    if done:
+        return f"{done} other cues were spoken, so the engine works: check this text"
     if driver_name() == "espeak":
         return "check that `espeak-ng -w /tmp/test.wav hello` works"
     return "check that the system's text-to-speech works"
@@ -141,7 +160,9 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
     import signal
     import threading
 
-    # Ctrl-C reaches the whole process group; the parent decides and terminates us.
+    # Ctrl-C reaches the whole process group; the parent decides and terminates us. (The
+    # parent starts us with SIGINT ignored already, so one during start-up is no
+    # traceback either; this covers a worker started some other way.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # pyttsx3 prints "Audio saved to ..." on stdout for every save (trap 7).
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -292,7 +313,8 @@ class Pyttsx3Engine:
         # rather than when the first clip is already waiting.
         threading.Thread(target=import_post_processing, daemon=True).start()
         driver = driver_name()
-        tag = uuid.uuid4().hex
+        # Named as SpeechCache.sweep knows them, so a killed run's files are removed later.
+        tag = f"{os.getpid()}-{uuid.uuid4().hex}"
         jobs = [_Job(i, t, scratch / f".raw-{tag}-{i}.wav") for i, t in enumerate(texts)]
         todo = deque(jobs)
         total = len(jobs)
@@ -309,6 +331,7 @@ class Pyttsx3Engine:
                 w.conn.send((job.id, job.text, settings.voice, settings.rate, str(job.raw)))
 
         def handle(w: _Worker, msg: tuple[Any, ...]) -> None:
+            nonlocal done
             kind = msg[0]
             if kind == "no-engine":
                 raise SpeechError(NO_ENGINE)
@@ -322,9 +345,9 @@ class Pyttsx3Engine:
                 )
             if kind == "failed":
                 raise SpeechError(
-                    f"text-to-speech failed on {short(job.text)}: {msg[2]}; {_check_hint()}"
+                    f"text-to-speech failed on {short(job.text)}: {msg[2]}; "
+                    f"{_hint(job.text, done, scratch)}"
                 )
-            nonlocal done
             samples, rate = read_wav(job.raw, job.text)
             job.raw.unlink(missing_ok=True)
             done += 1
@@ -339,7 +362,8 @@ class Pyttsx3Engine:
                     daemon=True,
                     args=(child_end, driver, timeout),
                 )
-                process.start()
+                with _sigint_ignored():
+                    process.start()
                 child_end.close()
                 worker = _Worker(process, parent_end)
                 pool.append(worker)
@@ -349,9 +373,10 @@ class Pyttsx3Engine:
                 late = min(busy, key=lambda w: w.since)
                 left = late.since + timeout - time.monotonic()
                 if left <= 0:
+                    text = late.jobs[0].text
                     raise SpeechError(
                         f"text-to-speech took over {timeout:g} s on "
-                        f"{short(late.jobs[0].text)}; {_check_hint()}"
+                        f"{short(text)}; {_hint(text, done, scratch)}"
                     )
                 wait([w.conn for w in busy] + [w.process.sentinel for w in busy], left)
                 for w in busy:
@@ -361,15 +386,36 @@ class Pyttsx3Engine:
                     except (EOFError, OSError):
                         pass  # the pipe broke: the process is gone, reported just below
                     if w.jobs and not w.process.is_alive():
+                        text = w.jobs[0].text
                         raise SpeechError(
                             f"text-to-speech stopped (exit code {w.process.exitcode}) on "
-                            f"{short(w.jobs[0].text)}; {_check_hint()}"
+                            f"{short(text)}; {_hint(text, done, scratch)}"
                         )
             ok = True
         finally:
             _stop(pool, graceful=ok)
             for job in jobs:
                 job.raw.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start a child with SIGINT ignored: the disposition survives exec, and Python then
+    installs no KeyboardInterrupt handler, so a Ctrl-C while the worker is still importing
+    prints no traceback from it. SIGINT is blocked meanwhile, so one that arrives in this
+    window is not lost for us: it is delivered when the block ends."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal dispositions can only be changed from the main thread
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _stop(workers: list[_Worker], *, graceful: bool) -> None:
