@@ -3,6 +3,7 @@ user's recordings replace synthesized speech, and packs change how sessions soun
 
 from __future__ import annotations
 
+import re
 import shutil
 import wave
 from pathlib import Path
@@ -95,42 +96,42 @@ def test_a_user_pack_is_found_and_listed(user_pack, run_cli):
         (
             ("chimes:\n  step: bell\n", "chimes:\n  step: gong\n"),
             {},
-            'pack.yaml:20:9: chimes.step: "gong" is not a chime (expected one of: bell,',
+            'pack.yaml:{L:step: gong}:9: chimes.step: "gong" is not a chime (expected one of: bell,',
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: clips/paused.wav\nphrases:\n"),
             {},
-            'pack.yaml:8:12: clips.Paused.: "clips/paused.wav": no such file; expected an audio',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "clips/paused.wav": no such file; expected an audio',
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: notes.txt\nphrases:\n"),
             {"notes.txt": b"hello"},
-            'pack.yaml:8:12: clips.Paused.: "notes.txt": not an audio file soundfile can read',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "notes.txt": not an audio file soundfile can read',
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: ../calm-en/x.wav\nphrases:\n"),
             {},
-            'pack.yaml:8:12: clips.Paused.: "../calm-en/x.wav" leaves the pack\'s folder',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "../calm-en/x.wav" leaves the pack\'s folder',
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: /etc/passwd\nphrases:\n"),
             {},
-            'pack.yaml:8:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder',
         ),
         (
             ('countdown: "{seconds} seconds left."', 'countdown: "{secs} seconds left."'),
             {},
-            "pack.yaml:10:14: phrases.countdown: {secs} is not a placeholder here (use {seconds})",
+            "pack.yaml:{L:{secs}}:14: phrases.countdown: {secs} is not a placeholder here (use {seconds})",
         ),
         (
             ('  halfway: "', '  halfwy: "'),
             {},
-            "pack.yaml:11:3: phrases.halfwy: unknown key 'halfwy'",
+            "pack.yaml:{L:halfwy}:3: phrases.halfwy: unknown key 'halfwy'",
         ),
         (
             ("rate: 150", "rate: 5000"),
             {},
-            "pack.yaml:5:7: rate: 5000 is out of range (expected 80 to 450)",
+            "pack.yaml:{L:rate: 5000}:7: rate: 5000 is out of range (expected 80 to 450)",
         ),
         (("pack: 1", "pack: [1"), {}, "pack.yaml:2:5: not valid YAML"),
     ],
@@ -140,10 +141,17 @@ def test_each_bad_pack_is_refused_with_file_line_and_what_was_expected(
 ):
     old, new = change
     assert old in CALM
-    folder = user_pack("bad-en", CALM.replace(old, new, 1), files)
+    text = CALM.replace(old, new, 1)
+    folder = user_pack("bad-en", text, files)
     with pytest.raises(VoicePackError) as info:
         load_pack("bad-en")
     message = str(info.value)
+    # {L:words}: the line of the pack that holds those words, wherever the pack has it.
+    expected = re.sub(
+        r"\{L:(.+?)\}(?=:)",
+        lambda m: str(next(i for i, line in enumerate(text.splitlines(), 1) if m[1] in line)),
+        expected,
+    )
     assert message.startswith(f"{folder}/{expected}"), message
     assert "\n" not in message
 
