@@ -280,3 +280,25 @@ class PiperEngine:
 def list_models() -> list[PiperModel]:
     """For `coach voices`: the voices, or none if piper itself is missing."""
     return installed_models() if piper_installed() else []
+
+
+def verify_packaged() -> list[str]:
+    """Problems with the packaged voices that are installed: a version other than the
+    pinned one, or a model whose sha256 is not the one it was chosen with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    problems = []
+    for name, (_, dist, pinned, digest) in PACKAGED.items():
+        try:
+            got = version(dist)
+        except PackageNotFoundError:
+            continue
+        if got != pinned:
+            problems.append(f"{dist} is {got}, not the pinned {pinned}")
+            continue
+        model = next((m for m in installed_models() if m.source == f"package {dist}"), None)
+        if model is None:
+            problems.append(f"{dist} holds no readable {name}.onnx")
+        elif hashlib.sha256(model.model.read_bytes()).hexdigest() != digest:
+            problems.append(f"{model.model} is not the {name} model it should be (sha256 differs)")
+    return problems

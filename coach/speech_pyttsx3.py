@@ -309,9 +309,6 @@ class Pyttsx3Engine:
         from multiprocessing.connection import wait
 
         ctx = multiprocessing.get_context("spawn")
-        # Post-processing needs numpy and soxr; import them while the workers start up
-        # rather than when the first clip is already waiting.
-        threading.Thread(target=import_post_processing, daemon=True).start()
         driver = driver_name()
         # Named as SpeechCache.sweep knows them, so a killed run's files are removed later.
         tag = f"{os.getpid()}-{uuid.uuid4().hex}"
@@ -368,6 +365,10 @@ class Pyttsx3Engine:
                 worker = _Worker(process, parent_end)
                 pool.append(worker)
                 feed(worker)
+            # Post-processing needs numpy and soxr; import them while the workers start
+            # up rather than when the first clip is already waiting (a thread started only
+            # now: see _sigint_ignored).
+            threading.Thread(target=import_post_processing, daemon=True).start()
             while done < total:
                 busy = [w for w in pool if w.jobs]
                 late = min(busy, key=lambda w: w.since)
@@ -400,14 +401,18 @@ class Pyttsx3Engine:
 
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
-    """Start a child with SIGINT ignored: the disposition survives exec, and Python then
-    installs no KeyboardInterrupt handler, so a Ctrl-C while the worker is still importing
-    prints no traceback from it. SIGINT is blocked meanwhile, so one that arrives in this
-    window is not lost for us: it is delivered when the block ends."""
+    """Start a child with SIGINT ignored: the disposition survives exec (the signal mask
+    does not: multiprocessing clears it), and Python then installs no KeyboardInterrupt
+    handler, so a Ctrl-C while the worker is still importing prints no traceback there.
+
+    SIGINT is blocked here meanwhile, so one that arrives in this window stays pending
+    for us and is delivered when the block ends. That holds while this is the only
+    thread: a process-wide signal would go to another thread and be ignored, so callers
+    start their helper threads after the workers."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal dispositions can only be changed from the main thread
+        yield  # dispositions can only be changed from the main thread
         return
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)

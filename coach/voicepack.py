@@ -348,9 +348,12 @@ def check_language(pack: VoicePack, routine: Routine) -> None:
 
 
 class VoiceLike(Protocol):
-    id: str
-    name: str
-    languages: tuple[str, ...]
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def languages(self) -> tuple[str, ...]: ...
 
 
 def resolve_voice(pack: VoicePack, voices: Sequence[VoiceLike]) -> tuple[VoiceLike, str | None]:
