@@ -7,7 +7,7 @@ a worker that hangs is terminated. A program that synthesizes from a script must
 entry point with ``if __name__ == "__main__":`` (spawn re-imports it).
 
 pyttsx3 2.99's espeak driver has traps (lost rates, early returns, swallowed errors); each
-workaround below names its trap, and docs/speech-engines.md tells them in full.
+workaround below names its trap as docs/speech-engines.md does, which tells them in full.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
     # parent starts us with SIGINT ignored already, so one during start-up is no
     # traceback either; this covers a worker started some other way.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # pyttsx3 prints "Audio saved to ..." on stdout for every save (trap 7).
+    # pyttsx3 prints "Audio saved to ..." on stdout for every save ("swallowed errors and chatter").
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
@@ -195,7 +195,7 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
 
         def settle() -> None:
             # setProperty only queues a command for espeak's own thread, and runAndWait
-            # cancels espeak's queue if it is still busy, so the rate is lost (trap 3). The
+            # cancels espeak's queue if it is still busy, so the rate is lost ("a lost rate"). The
             # tail of the previous synthesis would likewise make the next runAndWait cancel
             # (pyttsx3 then reports the new utterance as not completed). Wait until idle.
             limit = time.monotonic() + timeout
@@ -212,10 +212,11 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
         finished.clear()
         outcome.clear()
         errors.clear()
-        # One save per runAndWait: of several queued saves only the last is written (trap 1).
+        # One save per runAndWait: of several queued saves only the last is written
+        # ("queued saves are lost").
         engine.save_to_file(text, path)
         engine.runAndWait()
-        # On espeak runAndWait can return before the file is written (trap 2); the
+        # On espeak runAndWait can return before the file is written ("an early return"); the
         # finished-utterance event comes only after the write. Other drivers block in
         # runAndWait, so a missing event there is not a failure.
         in_time = finished.wait(timeout if driver == "espeak" else 1.0)
@@ -242,8 +243,9 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
         job_id, text, want_voice, want_rate, path = job
         if not warm:
             # A new engine holds setProperty back until its first runAndWait, which then
-            # cancels it (trap 3), and its first save returns early (trap 2). One throw-away
-            # save leaves it idle, so later setProperty calls take effect at once.
+            # cancels it ("a lost rate"), and its first save returns early ("an early
+            # return"). One throw-away save leaves it idle, so later setProperty calls take
+            # effect at once.
             synth("warm up", path)
             warm = True
         # espeak calls back from its own thread; the finished-utterance callback goes on to
@@ -251,8 +253,8 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
         settle()
         if want_voice != voice:
             errors.clear()
-            # An unknown voice only fires an 'error' event (trap 7), synchronously here
-            # because the engine is idle.
+            # An unknown voice only fires an 'error' event ("swallowed errors and
+            # chatter"), synchronously here because the engine is idle.
             engine.setProperty("voice", want_voice)
             if errors:
                 voice = None

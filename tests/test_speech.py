@@ -349,7 +349,8 @@ def _ratios(slow: dict[str, int], fast: dict[str, int]) -> list[float]:
 
 @pytest.mark.tts
 def test_rate_is_honoured_by_fresh_workers(cache: SpeechCache) -> None:
-    # Trap 3 on a new engine: each ensure call starts new workers that set the rate once.
+    # "A lost rate" (docs/speech-engines.md) on a new engine: each ensure call starts new
+    # workers that set the rate once.
     texts = SENTENCES
     slow = Synthesizer(cache, workers=2).ensure(texts, SpeechSettings("gmw/en", 120))
     fast = Synthesizer(cache, workers=2).ensure(texts, SpeechSettings("gmw/en", 240))
@@ -359,8 +360,9 @@ def test_rate_is_honoured_by_fresh_workers(cache: SpeechCache) -> None:
 
 @pytest.mark.tts
 def test_rate_is_honoured_when_it_changes_in_one_engine(tmp_path: Path) -> None:
-    # Trap 3 in a long-lived engine: one worker, 20 jobs alternating 120 and 240 wpm. The
-    # public API keeps one rate per ensure call, so this drives the worker protocol itself.
+    # "A lost rate" in a long-lived engine: one worker, 20 jobs alternating 120 and 240
+    # wpm. The public API keeps one rate per ensure call, so this drives the worker
+    # protocol itself.
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     worker = ctx.Process(
