@@ -405,3 +405,19 @@ def test_the_lexicon_changes_what_espeak_is_given_and_not_the_captions(
     assert "warm the oil." in captions and "oyle" not in captions
     cues = [e.text for e in prepared.timeline.events if e.kind == SPEECH]
     assert "Warm the oil." in cues
+
+
+@pytest.mark.tts
+def test_cold_synthesis_shows_progress_on_a_terminal(run_cli, tmp_path, monkeypatch):
+    import sys
+    import uuid
+
+    routine = tmp_path / "r.yaml"
+    word = uuid.uuid4().hex[:6]  # texts no earlier test has cached
+    routine.write_text(ROUTINE.replace("warm the oil.", f"warm the oil, {word}."))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run_cli("preview", str(routine), "--voice", "calm-en")
+    assert code == 0
+    total = int(re.search(r"\rsynthesizing 0 of (\d+) cues \(0%\)", err)[1])
+    assert 1 <= total <= 4
+    assert err.endswith(f"\rsynthesizing {total} of {total} cues (100%)\n"), err
