@@ -58,6 +58,23 @@ def driver_name() -> str:
     return default_engine_by_sys_platform()
 
 
+@functools.cache
+def engine_version(driver: str) -> str:
+    """The synthesizer's own version behind the driver, part of the cache key: a new
+    espeak-ng speaks the same text differently. On espeak it is the library's (the one
+    pyttsx3 loads); elsewhere the OS release, which carries SAPI5's and NSSpeech's."""
+    if driver == "espeak":
+        try:
+            from pyttsx3.drivers import _espeak
+
+            return "espeak-ng " + _espeak.Info(None).decode("ascii", "replace")
+        except Exception:  # no library: synthesis will say so; the key stays usable
+            return "espeak-ng unknown"
+    import platform
+
+    return f"{platform.system()} {platform.release()} {platform.version()}"
+
+
 def _init_engine(driver: str) -> Any:
     try:
         import pyttsx3
@@ -292,8 +309,10 @@ class Pyttsx3Engine:
     name = "pyttsx3"
 
     def identity(self, settings: SpeechSettings) -> tuple[str, ...]:
-        """What besides the text decides the samples: the driver, the voice, the rate."""
-        return (driver_name(), settings.voice, str(settings.rate))
+        """What besides the text decides the samples: the driver, the voice, the rate, and
+        the synthesizer's version (`engine_version`)."""
+        driver = driver_name()
+        return (driver, settings.voice, str(settings.rate), engine_version(driver))
 
     def synthesize(
         self,

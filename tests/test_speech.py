@@ -107,6 +107,15 @@ def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert speech.default_cache_dir() == Path.home() / ".cache" / "coach" / "speech"
 
 
+def test_key_holds_the_espeak_ng_version(cache: SpeechCache, monkeypatch) -> None:
+    if speech_pyttsx3.driver_name() != "espeak":
+        pytest.skip("espeak-ng is the driver on Linux only")
+    assert speech_pyttsx3.engine_version("espeak").startswith("espeak-ng 1.")
+    before = cache.path("Hello.", EN)
+    monkeypatch.setattr(speech_pyttsx3, "engine_version", lambda driver: "espeak-ng 9.99")
+    assert cache.path("Hello.", EN) != before
+
+
 def test_key_depends_on_voice_rate_and_text(cache: SpeechCache) -> None:
     paths = {
         cache.path("Hello.", EN),
