@@ -327,8 +327,9 @@ def _signals_as_interrupts(received: list[int]) -> Iterator[None]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from coach.routine import builtin_routines, load_routine
+    from coach.speech_piper import list_models
     from coach.timetext import format_duration
-    from coach.voicepack import DEFAULT_PACK, available_packs, load_pack
+    from coach.voicepack import available_packs, default_pack, engine_missing, load_pack
 
     print("Routines:")
     for name in builtin_routines():
@@ -340,18 +341,26 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{format_duration(minutes)} at normal pace{lang})"
         )
     print("Voice packs:")
+    default = default_pack()
     for name in available_packs():
         try:
             pack = load_pack(name)
-        except CoachError as exc:
-            # One broken pack of a user's must not hide the others.
+        except CoachError as exc:  # one broken user pack does not hide the others
             _tell(f"warning: {exc} (pack {name} is left out)")
             continue
-        default = ", the default" if name == DEFAULT_PACK else ""
-        print(
-            f"  {name:<28} {pack.name} ({pack.language}, voice {pack.voice}, "
-            f"{pack.rate} words a minute{default})"
-        )
+        notes = [pack.language, pack.describe()]
+        if name == default:
+            notes.append("the default")
+        missing = engine_missing(pack)
+        if missing:
+            notes.append(
+                f"not here: {missing}; falls back to {pack.fallback or 'the system voice'}"
+            )
+        print(f"  {name:<28} {pack.name} ({', '.join(notes)})")
+    models = list_models()
+    print("Piper voices:" if models else "Piper voices: none (see `coach voices`)")
+    for m in models:
+        print(f"  {m.name:<28} {m.language}, from {m.source}")
     return 0
 
 
@@ -390,9 +399,8 @@ def _prepare(args: argparse.Namespace, *, live: bool = False) -> Prepared:
     from coach.timeline import TimelineError
 
     try:
-        prepared = prepare(
-            args.routine, options, progress=_progress("preparing speech", 20), live=live
-        )
+        progress = _progress("synthesizing", 1, noun=" cues")
+        prepared = prepare(args.routine, options, progress=progress, live=live)
     except TimelineError as exc:
         asked = format_hours(args.length) if args.length is not None else clock(exc.asked)
         if exc.shortest is not None:
@@ -424,9 +432,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _progress(
-    what: str, minimum: int, unit: Callable[[int], str] = str
+    what: str, minimum: int, unit: Callable[[int], str] = str, noun: str = ""
 ) -> Callable[[int, int], None] | None:
-    """A one-line progress report on a terminal, for work of at least `minimum`."""
+    """A one-line progress report on a terminal, for work of at least `minimum`:
+    ``synthesizing 12 of 44 cues (27%)``."""
     if not sys.stderr.isatty():
         return None
 
@@ -434,7 +443,7 @@ def _progress(
         if total >= minimum:
             end = "\n" if done >= total else ""
             print(
-                f"\r{what} {unit(done)} of {unit(total)} ({100 * done // max(total, 1)}%)",
+                f"\r{what} {unit(done)} of {unit(total)}{noun} ({100 * done // max(total, 1)}%)",
                 end=end,
                 file=sys.stderr,
                 flush=True,
@@ -617,14 +626,43 @@ def cmd_record_list(args: argparse.Namespace) -> int:
 
 
 def cmd_voices(args: argparse.Namespace) -> int:
+    from coach.errors import SpeechError
     from coach.speech import list_voices
+    from coach.speech_piper import INSTALL_HINT, list_models, piper_installed, user_voice_dir
+    from coach.voicepack import available_packs, load_pack
 
-    voices = list_voices()
-    width = max((len(v.id) for v in voices), default=2)
-    print(f"{'id':<{width}}  {'languages':<12}  name")
-    for v in voices:
-        print(f"{v.id:<{width}}  {','.join(v.languages):<12}  {v.name}")
-    print(f"{len(voices)} voices")
+    def packs_using(engine: str, voice: str) -> str:
+        names = []
+        for name in available_packs():
+            try:
+                pack = load_pack(name)
+            except CoachError:
+                continue
+            if pack.engine == engine and pack.voice.lower() == voice.lower():
+                names.append(name)
+        return f"  (packs: {', '.join(names)})" if names else ""
+
+    try:
+        voices = list_voices()
+    except SpeechError as exc:
+        voices = []
+        print(f"pyttsx3: {exc}")
+    if voices:
+        width = max(len(v.id) for v in voices)
+        print(f"pyttsx3 voices (the system's): {len(voices)}")
+        print(f"  {'id':<{width}}  {'languages':<12}  name")
+        for v in voices:
+            langs = ",".join(v.languages)
+            print(f"  {v.id:<{width}}  {langs:<12}  {v.name}{packs_using('pyttsx3', v.id)}")
+    print()
+    if not piper_installed():
+        print(f"Piper voices: none, Piper is not installed ({INSTALL_HINT})")
+        return 0
+    models = list_models()
+    print(f"Piper voices (neural): {len(models)}")
+    for m in models:
+        print(f"  {m.name:<24}  {m.language:<8}  {m.model}{packs_using('piper', m.name)}")
+    print(f"  add your own: NAME.onnx and NAME.onnx.json in {user_voice_dir()}")
     return 0
 
 

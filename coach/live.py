@@ -366,9 +366,16 @@ class Player:
             out[:, c] = mono * np.float32(g * self.gain)
         return out
 
-    def _say(self, text: str) -> Hold | None:
-        """What the coach says about a control, played while the session's clock is held."""
-        return Hold(self._sound(SPEECH, text)) if text and self.speak_controls else None
+    def _say(self, text: str, pause: float = 0.0) -> Hold | None:
+        """What the coach says about a control, played while the session's clock is held,
+        then `pause` seconds of quiet before the session goes on."""
+        import numpy as np
+
+        if not text or not self.speak_controls:
+            return None
+        said = self._sound(SPEECH, text)
+        quiet = np.zeros((to_samples(pause), self.channels), dtype=np.float32)
+        return Hold(np.concatenate([said, quiet]) if len(quiet) else said)
 
     def _switch(self, timeline: Timeline, now: Samples) -> None:
         """Go on from `now` with a new schedule, fading across from the old one."""
@@ -399,7 +406,7 @@ class Player:
             self.message = ""  # the screen says PAUSED
         else:
             self.paused = False
-            self.hold = self._say(self.plan.script.resumed)
+            self.hold = self._say(self.plan.script.resumed, pause=self.plan.script.title_pause)
             self.made = self.resume_at
             self._fade_in = True
             self.message = "resumed"

@@ -114,33 +114,42 @@ def session_gain(timeline: Timeline, bank: SoundBank) -> float:
     timeline: the K-weighted energy of every cue and chime, placed at its start,
     summed per 100 ms hop (the filters are linear and cues do not overlap, so this is
     the K-weighted energy of the mix, estimated at loudness.ESTIMATE_RATE). The gain is
-    capped so that no peak passes PEAK_CEILING. Computed once per session, so a live
-    session keeps one level.
+    capped so that no peak passes PEAK_CEILING, where sounds that overlap (a chime's
+    tail under the words) count together. Computed once per session, so a live session
+    keeps one level.
     """
     import numpy as np
 
     hop = loudness.HOP_SAMPLES
-    energy = np.zeros(timeline.total // hop + 2)
+    hops = timeline.total // hop + 3
+    energy = np.zeros(hops)
+    # An upper bound of each channel's peak, hop by hop: the sum over the sounds there
+    # of each one's own peak in that hop (a chime's tail rings on under the words).
+    peaks = np.zeros((hops, bank.channels))
     placed: dict[tuple[str, str], list[Event]] = {}
     for e in timeline.events:
         if e.kind in (SPEECH, CHIME):
             placed.setdefault((e.kind, e.text), []).append(e)
-    peak = 0.0
     step = RATE // loudness.ESTIMATE_RATE
     for events in placed.values():  # one sound at a time: memory stays that of one clip
         x = bank.samples(events[0])
         curve = loudness.energy_curve(x)
-        loudest = float(np.max(np.abs(x)))
+        own = np.abs(np.pad(x, (0, -len(x) % hop))).reshape(-1, hop).max(axis=1)
+        # A sound's hop-long windows straddle two of the session's hops: each session
+        # hop gets the larger of the two windows that can fall in it.
+        spread = np.maximum(np.r_[own, 0.0], np.r_[0.0, own])
         for e in events:
             gains = bank.gains(e)
             first, last = e.start // hop, (e.end - 1) // hop
             edges = np.clip((np.arange(first, last + 2) * hop - e.start) // step, 0, len(curve) - 1)
             energy[first : last + 1] += np.diff(curve[edges]) * sum(g * g for g in gains)
-            peak = max(peak, loudest * max(gains))
+            n = min(len(spread), hops - first)
+            peaks[first : first + n] += spread[:n, None] * np.asarray(gains)[None, :]
     measured = loudness.gated_loudness(loudness.block_powers(energy))
     if not math.isfinite(measured):
         return 1.0
     gain = 10 ** ((TARGET_LUFS - measured) / 20)
+    peak = float(peaks.max())
     return min(gain, PEAK_CEILING / peak) if peak > 0 else gain
 
 

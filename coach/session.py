@@ -1,8 +1,9 @@
 """A session: a routine with its settings, prepared down to its timeline.
 
-This is the glue every command shares (preview, render, run): pick the voice pack,
-match the machine's TTS voice, synthesize (or find in the cache) every text the session
-speaks, and build the timeline from the measured lengths.
+This is the glue every command shares (preview, render, run): pick the voice pack (or
+its fallback where this machine lacks the pack's engine or model), match the machine's TTS
+voice, synthesize (or find in the cache) every text the session speaks, and build the
+timeline from the measured lengths.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from coach.chimes import PULSE_SECONDS, SYNTH_CHIMES
-from coach.errors import UsageError, VoicePackError
+from coach.errors import SpeechError, UsageError, VoicePackError
 from coach.routine import Routine, load_routine, pace_name
 from coach.script import Script, write_script
 from coach.timeline import Pacing, Sounds, Timeline, build
 from coach.units import Seconds, to_samples
-from coach.voicepack import DEFAULT_PACK, VoicePack, check_language, load_pack, resolve_voice
+from coach.voicepack import (
+    VoicePack,
+    check_language,
+    default_pack,
+    load_pack,
+    resolve_voice,
+    usable_pack,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,15 +57,19 @@ class Prepared:
     sounds: Sounds
     chimes: bool
     recorded: Mapping[str, np.ndarray]  # the pack's recorded clips and chime files
+    #: Words a minute of the session's synthesized cues, measured on their clips.
+    measured_rate: int = 0
 
     @property
     def voice_id(self) -> str:
-        """The machine's TTS voice that speaks the session."""
+        """The machine's TTS voice that speaks the session (a Piper model's name)."""
         return self.settings.voice
 
     @property
     def rate(self) -> int:
-        return self.settings.rate
+        """Words a minute: the rate pyttsx3 is asked for; for Piper, which has no rate
+        setting, the rate measured on the session's clips."""
+        return self.settings.rate if self.settings.engine == "pyttsx3" else self.measured_rate
 
     def clips(self) -> CachedClips:
         """Where the mixer finds this session's speech samples (and pack chimes)."""
@@ -97,7 +109,9 @@ def load_recordings(pack: VoicePack, wanted: Iterable[str]) -> dict[str, np.ndar
 
 
 def choose_pack(routine: Routine, voice: str | None) -> VoicePack:
-    name = voice or routine.voice or DEFAULT_PACK
+    """The pack the options or the routine name, else the machine's default (gentle-en
+    where Piper is installed, calm-en otherwise). Its engine is not checked here."""
+    name = voice or routine.voice or default_pack()
     try:
         pack = load_pack(name)
     except UsageError as exc:
@@ -124,12 +138,12 @@ def prepare(
     from coach import speech  # heavy-ish: pyttsx3, numpy; only when a session is made
 
     routine = load_routine(routine_ref) if isinstance(routine_ref, str) else routine_ref
-    pack = choose_pack(routine, options.voice)
-    warnings: list[str] = []
-    voice, warning = resolve_voice(pack, speech.list_voices())
+    pack, warning = usable_pack(choose_pack(routine, options.voice))
+    warnings = [warning] if warning else []
+    check_language(pack, routine)
+    settings, warning = speech_settings(pack, options.rate)
     if warning:
         warnings.append(warning)
-    settings = speech.SpeechSettings(voice=voice.id, rate=options.rate or pack.rate)
     script = write_script(routine, pack, countdown=options.countdown)
     cache = speech.SpeechCache()
     synth = speech.Synthesizer(cache)
@@ -149,6 +163,7 @@ def prepare(
         chimes=options.chimes,
     )
     timeline = build(script, sounds, pacing)
+    synthesized = {text: n for text, n in lengths.items() if text not in recorded}
     return Prepared(
         routine,
         pack,
@@ -160,7 +175,49 @@ def prepare(
         sounds,
         options.chimes,
         recorded,
+        measured_rate(synthesized),
     )
+
+
+def speech_settings(pack: VoicePack, rate: int | None = None) -> tuple[SpeechSettings, str | None]:
+    """How the pack speaks on this machine (its engine is installed: see `usable_pack`),
+    and a warning when its pyttsx3 voice had to be replaced. `rate` (words a minute)
+    overrides the pack's rate, or for Piper sets the length scale that gives about it."""
+    from coach import speech
+
+    if pack.engine == "piper":
+        from coach import speech_piper
+
+        model = speech_piper.find_model(pack.voice)
+        if model is None:  # usable_pack checked it: gone since
+            raise SpeechError(
+                f"the Piper voice {pack.voice} is not installed "
+                f"({speech_piper.missing_model_hint(pack.voice)})"
+            )
+        scale = speech_piper.length_scale_for(rate) if rate else pack.length_scale
+        settings = speech.SpeechSettings(
+            voice=model.name,
+            rate=round(speech_piper.WPM_AT_SCALE_1 / scale),
+            engine="piper",
+            model=str(model.model),
+            length_scale=scale,
+            sentence_silence=pack.sentence_silence,
+            lexicon=pack.lexicon,
+        )
+        return settings, None
+    voice, warning = resolve_voice(pack, speech.list_voices())
+    settings = speech.SpeechSettings(voice=voice.id, rate=rate or pack.rate, lexicon=pack.lexicon)
+    return settings, warning
+
+
+def measured_rate(lengths: Mapping[str, int]) -> int:
+    """Words a minute of these clips (text -> samples at RATE), margins left out."""
+    from coach.speech import LEAD, TAIL
+    from coach.units import RATE
+
+    words = sum(len(text.split()) for text in lengths)
+    seconds = sum(n / RATE - LEAD - TAIL for n in lengths.values())
+    return round(60 * words / seconds) if seconds > 0 else 0
 
 
 def pace_label(factor: float) -> str:

@@ -6,7 +6,13 @@ Every distinct (text, engine settings) is synthesized once by its engine, post-p
 samples and the mixer later plays exactly those samples. Nothing here ever speaks aloud.
 
 The engines stand behind one interface (`Engine`): pyttsx3, the system's voices, in
-coach/speech_pyttsx3.py. This module imports none of them until a clip must be made.
+coach/speech_pyttsx3.py, and Piper, a neural voice, in coach/speech_piper.py. This module
+imports none of them until a clip must be made. docs/speech-engines.md tells what each
+engine does wrong and how the cache copes.
+
+Every cache entry verifies itself: the WAV carries, in a chunk of its own before the
+samples, their count and sha256, so a truncated, emptied or garbled clip counts as missing
+and is made again and replaced.
 
 numpy and soxr are imported inside functions so that importing this module stays cheap
 (worker processes import it too).
@@ -14,13 +20,16 @@ numpy and soxr are imported inside functions so that importing this module stays
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
+import re
+import struct
+import time
 import uuid
-import wave
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -57,12 +66,42 @@ class Voice:
 
 @dataclass(frozen=True)
 class SpeechSettings:
-    """How to speak: the engine, its voice (a pyttsx3 voice id such as ``"gmw/en"``) and
-    a rate in words per minute."""
+    """How to speak: the engine and its voice and settings.
+
+    pyttsx3: `voice` is a voice id such as ``"gmw/en"`` and `rate` the words per minute
+    it is asked for. Piper: `voice` is the model's name, `model` its .onnx file,
+    `length_scale` stretches every phoneme (above 1 is slower), `sentence_silence` is the
+    pause added between sentences in seconds; `rate` is not a setting there (any positive
+    value). `lexicon` maps written words to the spoken forms the engine is given
+    (`spoken`); captions and the timeline keep the written text.
+    """
 
     voice: str
     rate: int
     engine: str = "pyttsx3"
+    model: str = ""
+    length_scale: float = 1.0
+    sentence_silence: float = 0.0
+    lexicon: tuple[tuple[str, str], ...] = ()
+
+    def spoken(self, text: str) -> str:
+        """The text as the engine is given it: each lexicon word (whole words, any case)
+        replaced by its spoken form, capitalized where the written word was."""
+        if not self.lexicon:
+            return text
+        return _lexicon_pattern(self.lexicon).sub(
+            lambda m: _respell(m.group(0), self.lexicon), text
+        )
+
+
+def _lexicon_pattern(lexicon: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    words = sorted((w for w, _ in lexicon), key=len, reverse=True)
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+
+
+def _respell(found: str, lexicon: tuple[tuple[str, str], ...]) -> str:
+    said = next(s for w, s in lexicon if w.lower() == found.lower())
+    return said[:1].upper() + said[1:] if found[:1].isupper() else said
 
 
 #: Receives one synthesized text: (text, float32 mono samples, their sample rate).
@@ -95,7 +134,10 @@ class Engine(Protocol):
 
 
 #: Engine name -> the module and class that implement it.
-ENGINES = {"pyttsx3": ("coach.speech_pyttsx3", "Pyttsx3Engine")}
+ENGINES = {
+    "pyttsx3": ("coach.speech_pyttsx3", "Pyttsx3Engine"),
+    "piper": ("coach.speech_piper", "PiperEngine"),
+}
 
 _engines: dict[str, Engine] = {}
 
@@ -136,18 +178,29 @@ class CacheMiss(SpeechError, KeyError):
 
 class SpeechCache:
     """Post-processed clips on disk: 16-bit PCM mono WAV at ``RATE`` under
-    ``<directory>/<key[:2]>/<key>.wav``. A stored clip never changes (first writer wins),
-    so a length once read stays true for the samples later loaded."""
+    ``<directory>/<key[:2]>/<key>.wav``, each with a ``csum`` chunk (sample count and
+    sha256 of the samples) written with it.
+
+    An entry that does not verify (truncated, emptied, garbled, of another format) is a
+    miss, and storing over it replaces it atomically. A good entry never changes (the
+    first good writer wins), so a length once read stays true for the samples later
+    loaded. Clips are fsynced before they are linked in, so a crash leaves either no
+    entry or a whole one.
+    """
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
+        # path -> (size, mtime_ns, frames) of entries verified in this process, so a
+        # length lookup reads one stat once an entry has been checked in full.
+        self._verified: dict[Path, tuple[int, int, Samples]] = {}
 
     def key(self, text: str, settings: SpeechSettings) -> str:
         """The clip's hex sha256 over the format version, what the engine says decides its
-        samples (`Engine.identity`: driver, voice, rate, model...) and the text. Volume is
-        not part of it: it is applied later as gain."""
+        samples (`Engine.identity`: driver, voice, rate, model...) and the text as the
+        engine is given it (`SpeechSettings.spoken`). Volume is not part of it: it is
+        applied later as gain."""
         h = hashlib.sha256()
-        for part in (FORMAT_VERSION, *engine(settings).identity(settings), text):
+        for part in (FORMAT_VERSION, *engine(settings).identity(settings), settings.spoken(text)):
             h.update(part.encode("utf-8"))
             h.update(b"\0")
         return h.hexdigest()
@@ -158,72 +211,229 @@ class SpeechCache:
         return self.directory / key[:2] / f"{key}.wav"
 
     def length(self, text: str, settings: SpeechSettings) -> Samples | None:
-        """The clip's length in samples at ``RATE``, or None if it is not cached.
-        Reads only the WAV header."""
-        return _stored_length(self.path(text, settings))
+        """The clip's length in samples at ``RATE``, or None if it is not cached or does
+        not verify. The first lookup of an entry in a process reads and checks it all;
+        later ones only stat it."""
+        return self._check(self.path(text, settings))
 
     def load(self, text: str, settings: SpeechSettings) -> np.ndarray:
         """The clip as float32 mono samples at ``RATE``, exactly ``length()`` of them.
-        Raises CacheMiss (a KeyError and a SpeechError) if it is not cached."""
+        Raises CacheMiss (a KeyError and a SpeechError) if it is not cached or is damaged."""
         import numpy as np
 
         path = self.path(text, settings)
         try:
-            with wave.open(str(path), "rb") as w:
-                if not _is_cache_format(w):
-                    raise CacheMiss(f"not a coach speech clip: {path}")
-                data = w.readframes(w.getnframes())
-        except (FileNotFoundError, EOFError, wave.Error) as e:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
             raise CacheMiss(f"speech not cached for {text!r}") from e
         except OSError as e:
             raise SpeechError(f"cannot read the speech cache {path}: {e.strerror}") from e
-        return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768)
+        pcm = _verified_samples(data)
+        if pcm is None:
+            self._verified.pop(path, None)
+            raise CacheMiss(
+                f"speech cache entry for {short(text)} is damaged: {path} (run again to remake it)"
+            )
+        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / np.float32(32768)
+
+    def _check(self, path: Path) -> Samples | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        seen = self._verified.get(path)
+        if seen is not None and seen[:2] == (st.st_size, st.st_mtime_ns):
+            return seen[2]
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        pcm = _verified_samples(data)
+        if pcm is None:
+            return None
+        frames = len(pcm) // 2
+        self._verified[path] = (st.st_size, st.st_mtime_ns, frames)
+        return frames
+
+    def check_writable(self) -> None:
+        """Raise SpeechError at once, naming the folder, if clips cannot be written here
+        (missing permission, a full disk, a file in the way)."""
+        probe = self.directory / f".probe-{os.getpid()}-{uuid.uuid4().hex}.tmp"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise SpeechError(cache_write_error(self.directory, e)) from e
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+    def sweep(self, older_than: float = 600.0) -> int:
+        """Remove our own temporaries (``.raw-*.wav`` from engines, ``.tmp-*`` and
+        ``.probe-*`` from writes) left by a run that was killed: those of a process that
+        is no longer running, or older than `older_than` seconds. Returns how many."""
+        removed = 0
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return 0
+        now = time.time()
+        for entry in entries:
+            m = _TEMP_NAME.match(entry.name)
+            if m is None:
+                continue
+            pid = int(m.group(2)) if m.group(2) else None
+            try:
+                old = now - entry.stat(follow_symlinks=False).st_mtime > older_than
+            except OSError:
+                continue
+            if old or (pid is not None and pid != os.getpid() and not _alive(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def _store(self, text: str, settings: SpeechSettings, pcm: np.ndarray) -> Samples:
         """Put 16-bit samples at ``RATE`` into the cache; return the stored clip's length.
-        If another process stored this clip first, theirs is kept and its length returned."""
+        If another process stored a good clip first, theirs is kept and its length
+        returned; a bad entry in the way is replaced."""
         path = self.path(text, settings)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.wav"
+        data = wav_bytes(pcm)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with wave.open(str(tmp), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(RATE)
-                w.writeframes(pcm.astype("<i2").tobytes())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                # First writer wins: two engines do not give bit-identical clips (AUDIO-NOTES:
-                # lengths differ by up to ~35 ms), and a timeline may already hold the first
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                # First good writer wins: two runs of an engine do not give bit-identical
+                # clips (docs/speech-engines.md), and a timeline may already hold the first
                 # one's length. link() refuses to replace an existing file, atomically.
                 os.link(tmp, path)
             except FileExistsError:
-                pass
+                if self._check(path) is None:
+                    os.replace(tmp, path)  # a damaged entry: ours takes its place
             except OSError:
-                # No hard links on this file system: fall back to an atomic replace.
-                if not path.exists():
+                # No hard links on this file system: an atomic replace, unless a good
+                # entry is there already.
+                if self._check(path) is None:
                     os.replace(tmp, path)
+            _fsync_dir(path.parent)
         except OSError as e:
-            raise SpeechError(f"cannot write the speech cache {self.directory}: {e}") from e
+            raise SpeechError(cache_write_error(self.directory, e)) from e
         finally:
-            tmp.unlink(missing_ok=True)
-        length = _stored_length(path)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        length = self._check(path)
         if length is None:
             raise SpeechError(f"speech cache entry vanished or is damaged: {path}")
         return length
 
 
-def _is_cache_format(w: wave.Wave_read) -> bool:
-    return w.getnchannels() == 1 and w.getsampwidth() == 2 and w.getframerate() == RATE
+#: Temporaries of our own naming in the cache folder: group 1 the kind, group 2 the pid
+#: (absent in the names of older versions).
+_TEMP_NAME = re.compile(r"^\.(raw|tmp|probe)-(?:(\d+)-)?[0-9a-f]{32}(?:-\d+)?\.(?:wav|tmp)$")
+
+# The WAV layout every entry has: RIFF, fmt (PCM mono 16-bit at RATE), csum, data.
+_CSUM = b"csum"
+_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sIQ32s4sI")
 
 
-def _stored_length(path: Path) -> Samples | None:
-    try:
-        with wave.open(str(path), "rb") as w:
-            return w.getnframes() if _is_cache_format(w) else None
-    except (OSError, EOFError, wave.Error):
-        # Missing or damaged (a write cannot be half-done, but a user can truncate a file):
-        # treat as not cached, so it is made again.
+def wav_bytes(pcm: np.ndarray) -> bytes:
+    """16-bit mono samples as a cache entry: a WAV whose csum chunk holds the sample count
+    and the sha256 of the sample bytes (other WAV readers skip the chunk)."""
+    data = pcm.astype("<i2").tobytes()
+    header = _HEADER.pack(
+        b"RIFF",
+        _HEADER.size - 8 + len(data),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        RATE,
+        RATE * 2,
+        2,
+        16,
+        _CSUM,
+        40,
+        len(data) // 2,
+        hashlib.sha256(data).digest(),
+        b"data",
+        len(data),
+    )
+    return header + data
+
+
+def _verified_samples(blob: bytes) -> bytes | None:
+    """The sample bytes of a cache entry, or None if it is not one or does not verify."""
+    if len(blob) < _HEADER.size:
         return None
+    f = _HEADER.unpack_from(blob)
+    riff, size, wave_, fmt, fmt_len, pcm, ch, rate, _, align, bits, csum, csum_len = f[:13]
+    frames, digest, data_id, data_len = f[13:]
+    if (riff, wave_, fmt, csum, data_id) != (b"RIFF", b"WAVE", b"fmt ", _CSUM, b"data"):
+        return None
+    if (fmt_len, pcm, ch, rate, align, bits, csum_len) != (16, 1, 1, RATE, 2, 16, 40):
+        return None
+    data = blob[_HEADER.size :]
+    if data_len != len(data) or frames * 2 != len(data) or size != len(blob) - 8:
+        return None
+    if hashlib.sha256(data).digest() != digest:
+        return None
+    return data
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a link or rename in `folder` durable (where the OS can open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: it exists
+    return True
+
+
+def cache_write_error(folder: Path, e: OSError) -> str:
+    """The one-line message for a speech cache folder that cannot be written."""
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "is full"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "is not writable"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        why = "cannot be made (a file is in the way)"
+    else:
+        why = f"cannot be written ({e.strerror or e})"
+    return (
+        f"the speech cache folder {folder} {why}: free some space or fix its permissions, "
+        "or set XDG_CACHE_HOME to a writable folder"
+    )
 
 
 def import_post_processing() -> None:
@@ -247,7 +457,8 @@ def finish_clip(x: np.ndarray, rate: int, text: str) -> np.ndarray:
 
     loud = np.flatnonzero(np.abs(x) > SILENCE)
     if loud.size == 0:
-        raise SpeechError(f"text-to-speech produced no sound for {text!r}")
+        why = "" if re.search(r"\w", text) else " (it has no words to speak)"
+        raise SpeechError(f"text-to-speech produced no sound for {short(text)}{why}")
     start = int(loud[0]) - round(LEAD * rate)
     end = int(loud[-1]) + 1 + round(TAIL * rate)
     seg = np.pad(x[max(start, 0) : min(end, len(x))], (max(-start, 0), max(end - len(x), 0)))
@@ -290,10 +501,12 @@ class Synthesizer:
         """Lengths (samples at RATE) of every distinct text; synthesizes the ones not cached yet.
 
         On return every text's clip is in the cache and ``cache.load`` gives exactly that
-        many samples. ``progress(done, total)`` is called with (0, total) before the first
-        and after each newly made clip; total counts only clips not cached before. Raises
-        SpeechError for an empty text, a voice the engine rejects, a text that yields no
-        sound, a missing engine or a timeout.
+        many samples. The engine is given each text's spoken form (the settings' lexicon
+        applied); texts with the same spoken form share one clip. ``progress(done,
+        total)`` is called with (0, total) before the first and after each newly made
+        clip; total counts only clips not cached before. Raises SpeechError for an empty
+        text, a voice the engine rejects, a text that yields no sound, a missing engine,
+        a cache folder that cannot be written or a timeout.
         """
         order = list(dict.fromkeys(texts))
         for text in order:
@@ -301,16 +514,20 @@ class Synthesizer:
                 raise SpeechError("cannot speak an empty text")
         if settings.rate <= 0:
             raise SpeechError(f"speech rate must be positive, not {settings.rate}")
+        self.cache.sweep()
         lengths: dict[str, Samples] = {}
-        missing = []
+        missing: dict[str, list[str]] = {}  # spoken form -> the texts that say it
         for text in order:
             n = self.cache.length(text, settings)
             if n is None:
-                missing.append(text)
+                missing.setdefault(settings.spoken(text), []).append(text)
             else:
                 lengths[text] = n
         if missing:
-            lengths.update(self._synthesize(missing, settings, progress))
+            made = self._synthesize(list(missing), settings, progress)
+            for spoken, written in missing.items():
+                for text in written:
+                    lengths[text] = made[spoken]
         return {text: lengths[text] for text in order}
 
     def worker_count(self, missing: int) -> int:
@@ -321,22 +538,20 @@ class Synthesizer:
 
     def _synthesize(
         self,
-        texts: list[str],
+        spoken: list[str],
         settings: SpeechSettings,
         progress: Callable[[int, int], None] | None,
     ) -> dict[str, Samples]:
-        try:
-            self.cache.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise SpeechError(
-                f"cannot create the speech cache {self.cache.directory}: {e.strerror}"
-            ) from e
+        """Make the clips of these spoken forms; lengths by spoken form."""
+        # Before any engine starts: a full or read-only cache folder fails here, at once.
+        self.cache.check_writable()
+        plain = replace(settings, lexicon=())  # the texts below are spoken forms already
         lengths: dict[str, Samples] = {}
-        total = len(texts)
+        total = len(spoken)
 
         def deliver(text: str, samples: np.ndarray, rate: int) -> None:
             pcm = finish_clip(samples, rate, text)
-            lengths[text] = self.cache._store(text, settings, pcm)
+            lengths[text] = self.cache._store(text, plain, pcm)
             self.synthesized += 1
             if progress is not None:
                 progress(len(lengths), total)
@@ -344,8 +559,8 @@ class Synthesizer:
         if progress is not None:
             progress(0, total)
         engine(settings).synthesize(
-            texts,
-            settings,
+            spoken,
+            plain,
             deliver,
             scratch=self.cache.directory,
             workers=self.workers,

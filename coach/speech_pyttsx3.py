@@ -7,7 +7,7 @@ a worker that hangs is terminated. A program that synthesizes from a script must
 entry point with ``if __name__ == "__main__":`` (spawn re-imports it).
 
 pyttsx3 2.99's espeak driver has traps (lost rates, early returns, swallowed errors); each
-workaround below names its trap, and docs/speech-engines.md tells them in full.
+workaround below names its trap as docs/speech-engines.md does, which tells them in full.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import uuid
 import wave
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,23 @@ def driver_name() -> str:
     except ImportError as e:
         raise SpeechError(NO_ENGINE) from e
     return default_engine_by_sys_platform()
+
+
+@functools.cache
+def engine_version(driver: str) -> str:
+    """The synthesizer's own version behind the driver, part of the cache key: a new
+    espeak-ng speaks the same text differently. On espeak it is the library's (the one
+    pyttsx3 loads); elsewhere the OS release, which carries SAPI5's and NSSpeech's."""
+    if driver == "espeak":
+        try:
+            from pyttsx3.drivers import _espeak
+
+            return "espeak-ng " + _espeak.Info(None).decode("ascii", "replace")
+        except Exception:  # no library: synthesis will say so; the key stays usable
+            return "espeak-ng unknown"
+    import platform
+
+    return f"{platform.system()} {platform.release()} {platform.version()}"
 
 
 def _init_engine(driver: str) -> Any:
@@ -125,7 +142,26 @@ def worker_count(missing: int, fixed: int | None = None) -> int:
     return k
 
 
-def _check_hint() -> str:
+#: A cue longer than this many words is more than espeak-ng speaks reliably in one go
+#: (3,000 words time out, 4,000 crash it): a failure on one is blamed on its length.
+LONG_CUE_WORDS = 400
+
+
+def _hint(text: str, done: int, scratch: Path) -> str:
+    """What to do about a failure on `text` after `done` clips of this run came out well:
+    the likely cause, not a reinstall when the engine plainly works."""
+    import shutil
+
+    from coach.speech import cache_write_error
+
+    words = len(text.split())
+    if words > LONG_CUE_WORDS:
+        return f"the cue has {words} words, too long to speak in one go: split it into shorter cues"
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(scratch).free < 1 << 20:
+            return cache_write_error(scratch, OSError(28, "No space left on device"))
+    if done:
+        return f"{done} other cues were spoken, so the engine works: check this text"
     if driver_name() == "espeak":
         return "check that `espeak-ng -w /tmp/test.wav hello` works"
     return "check that the system's text-to-speech works"
@@ -141,9 +177,11 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
     import signal
     import threading
 
-    # Ctrl-C reaches the whole process group; the parent decides and terminates us.
+    # Ctrl-C reaches the whole process group; the parent decides and terminates us. (The
+    # parent starts us with SIGINT ignored already, so one during start-up is no
+    # traceback either; this covers a worker started some other way.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # pyttsx3 prints "Audio saved to ..." on stdout for every save (trap 7).
+    # pyttsx3 prints "Audio saved to ..." on stdout for every save ("swallowed errors and chatter").
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
@@ -174,7 +212,7 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
 
         def settle() -> None:
             # setProperty only queues a command for espeak's own thread, and runAndWait
-            # cancels espeak's queue if it is still busy, so the rate is lost (trap 3). The
+            # cancels espeak's queue if it is still busy, so the rate is lost ("a lost rate"). The
             # tail of the previous synthesis would likewise make the next runAndWait cancel
             # (pyttsx3 then reports the new utterance as not completed). Wait until idle.
             limit = time.monotonic() + timeout
@@ -191,10 +229,11 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
         finished.clear()
         outcome.clear()
         errors.clear()
-        # One save per runAndWait: of several queued saves only the last is written (trap 1).
+        # One save per runAndWait: of several queued saves only the last is written
+        # ("queued saves are lost").
         engine.save_to_file(text, path)
         engine.runAndWait()
-        # On espeak runAndWait can return before the file is written (trap 2); the
+        # On espeak runAndWait can return before the file is written ("an early return"); the
         # finished-utterance event comes only after the write. Other drivers block in
         # runAndWait, so a missing event there is not a failure.
         in_time = finished.wait(timeout if driver == "espeak" else 1.0)
@@ -221,8 +260,9 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
         job_id, text, want_voice, want_rate, path = job
         if not warm:
             # A new engine holds setProperty back until its first runAndWait, which then
-            # cancels it (trap 3), and its first save returns early (trap 2). One throw-away
-            # save leaves it idle, so later setProperty calls take effect at once.
+            # cancels it ("a lost rate"), and its first save returns early ("an early
+            # return"). One throw-away save leaves it idle, so later setProperty calls take
+            # effect at once.
             synth("warm up", path)
             warm = True
         # espeak calls back from its own thread; the finished-utterance callback goes on to
@@ -230,8 +270,8 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
         settle()
         if want_voice != voice:
             errors.clear()
-            # An unknown voice only fires an 'error' event (trap 7), synchronously here
-            # because the engine is idle.
+            # An unknown voice only fires an 'error' event ("swallowed errors and
+            # chatter"), synchronously here because the engine is idle.
             engine.setProperty("voice", want_voice)
             if errors:
                 voice = None
@@ -269,8 +309,10 @@ class Pyttsx3Engine:
     name = "pyttsx3"
 
     def identity(self, settings: SpeechSettings) -> tuple[str, ...]:
-        """What besides the text decides the samples: the driver, the voice, the rate."""
-        return (driver_name(), settings.voice, str(settings.rate))
+        """What besides the text decides the samples: the driver, the voice, the rate, and
+        the synthesizer's version (`engine_version`)."""
+        driver = driver_name()
+        return (driver, settings.voice, str(settings.rate), engine_version(driver))
 
     def synthesize(
         self,
@@ -288,11 +330,9 @@ class Pyttsx3Engine:
         from multiprocessing.connection import wait
 
         ctx = multiprocessing.get_context("spawn")
-        # Post-processing needs numpy and soxr; import them while the workers start up
-        # rather than when the first clip is already waiting.
-        threading.Thread(target=import_post_processing, daemon=True).start()
         driver = driver_name()
-        tag = uuid.uuid4().hex
+        # Named as SpeechCache.sweep knows them, so a killed run's files are removed later.
+        tag = f"{os.getpid()}-{uuid.uuid4().hex}"
         jobs = [_Job(i, t, scratch / f".raw-{tag}-{i}.wav") for i, t in enumerate(texts)]
         todo = deque(jobs)
         total = len(jobs)
@@ -309,6 +349,7 @@ class Pyttsx3Engine:
                 w.conn.send((job.id, job.text, settings.voice, settings.rate, str(job.raw)))
 
         def handle(w: _Worker, msg: tuple[Any, ...]) -> None:
+            nonlocal done
             kind = msg[0]
             if kind == "no-engine":
                 raise SpeechError(NO_ENGINE)
@@ -322,9 +363,9 @@ class Pyttsx3Engine:
                 )
             if kind == "failed":
                 raise SpeechError(
-                    f"text-to-speech failed on {short(job.text)}: {msg[2]}; {_check_hint()}"
+                    f"text-to-speech failed on {short(job.text)}: {msg[2]}; "
+                    f"{_hint(job.text, done, scratch)}"
                 )
-            nonlocal done
             samples, rate = read_wav(job.raw, job.text)
             job.raw.unlink(missing_ok=True)
             done += 1
@@ -339,19 +380,25 @@ class Pyttsx3Engine:
                     daemon=True,
                     args=(child_end, driver, timeout),
                 )
-                process.start()
+                with _sigint_ignored():
+                    process.start()
                 child_end.close()
                 worker = _Worker(process, parent_end)
                 pool.append(worker)
                 feed(worker)
+            # Post-processing needs numpy and soxr; import them while the workers start
+            # up rather than when the first clip is already waiting (a thread started only
+            # now: see _sigint_ignored).
+            threading.Thread(target=import_post_processing, daemon=True).start()
             while done < total:
                 busy = [w for w in pool if w.jobs]
                 late = min(busy, key=lambda w: w.since)
                 left = late.since + timeout - time.monotonic()
                 if left <= 0:
+                    text = late.jobs[0].text
                     raise SpeechError(
                         f"text-to-speech took over {timeout:g} s on "
-                        f"{short(late.jobs[0].text)}; {_check_hint()}"
+                        f"{short(text)}; {_hint(text, done, scratch)}"
                     )
                 wait([w.conn for w in busy] + [w.process.sentinel for w in busy], left)
                 for w in busy:
@@ -361,15 +408,40 @@ class Pyttsx3Engine:
                     except (EOFError, OSError):
                         pass  # the pipe broke: the process is gone, reported just below
                     if w.jobs and not w.process.is_alive():
+                        text = w.jobs[0].text
                         raise SpeechError(
                             f"text-to-speech stopped (exit code {w.process.exitcode}) on "
-                            f"{short(w.jobs[0].text)}; {_check_hint()}"
+                            f"{short(text)}; {_hint(text, done, scratch)}"
                         )
             ok = True
         finally:
             _stop(pool, graceful=ok)
             for job in jobs:
                 job.raw.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start a child with SIGINT ignored: the disposition survives exec (the signal mask
+    does not: multiprocessing clears it), and Python then installs no KeyboardInterrupt
+    handler, so a Ctrl-C while the worker is still importing prints no traceback there.
+
+    SIGINT is blocked here meanwhile, so one that arrives in this window stays pending
+    for us and is delivered when the block ends. That holds while this is the only
+    thread: a process-wide signal would go to another thread and be ignored, so callers
+    start their helper threads after the workers."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # dispositions can only be changed from the main thread
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _stop(workers: list[_Worker], *, graceful: bool) -> None:

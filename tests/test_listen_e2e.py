@@ -22,6 +22,7 @@ import pytest
 from audio_checks import heard
 
 from coach.timeline import CHIME_LEAD
+from coach.voicepack import default_pack, load_pack
 
 pytest_plugins = ["pulse"]
 pytestmark = pytest.mark.tts
@@ -267,11 +268,12 @@ def test_spoken_commands_steer_a_live_session(pulse, mic, tmp_path):
     title = effects["next"] + CHIME_LEAD - 2400  # samples at 48 kHz, 50 ms early
     assert says(title, "Knead the shoulders.", 3.0, gap=0.3)
     # pause: the coach says so, then nothing sounds until "resume" is heard.
-    assert says(effects["pause"], "Paused. Take your time.", 4.0)
+    phrases = load_pack(default_pack()).phrases
+    assert says(effects["pause"], phrases.paused, 4.0)
     paused_end = effects["pause"] + 48000 * 3
     quiet = rec[paused_end : effects["resume"]]
     assert len(quiet) > 48000 and np.abs(quiet).max() < QUIET
-    assert says(effects["resume"], "Welcome back. Let us carry on.", 4.0)
+    assert says(effects["resume"], phrases.resumed, 4.0)
 
 
 def test_the_coach_does_not_obey_its_own_voice(pulse, mic, tmp_path):

@@ -147,8 +147,10 @@ def test_pause_holds_the_clock_and_resumes_at_the_start_of_the_cue(session):
     after = play(player, out, 4 * RATE)
     resumed = len(bank.clips.load("Resuming."))
     start = np.flatnonzero(np.abs(after).sum(axis=1) > 0)[0]
-    # The resumed phrase, then the session from the cue's start, the same samples.
-    session_part = after[start + resumed + 1024 :]  # skip the phrase's last block
+    # The resumed phrase, a pause, then the session from the cue's start, the same samples.
+    gap = to_samples(player.plan.script.title_pause)
+    assert np.abs(after[start + resumed + 1024 : start + resumed + gap]).max() == 0
+    session_part = after[start + resumed + gap + 1024 :]  # skip the pause's last block
     n = len(session_part) - 2048
     expected = mix(timeline, bank, cue.start, n + 4096)
     offset = _find(session_part[:n], expected)

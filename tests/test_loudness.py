@@ -28,7 +28,9 @@ def test_a_tone_with_pauses_measures_as_pyloudnorm_says(rate: int) -> None:
 @pytest.mark.parametrize("routine", ["upper-back-basics", "upper-back-fist-rocking"])
 def test_a_rendered_session_measures_as_pyloudnorm_says(run_cli, tmp_path, routine) -> None:
     out = tmp_path / "session.wav"
-    code, _, err = run_cli("render", routine, "--length", "6m", "-o", str(out))
+    code, _, err = run_cli(
+        "render", routine, "--voice", "calm-en", "--length", "7m", "-o", str(out)
+    )
     assert code == 0, err
     data, rate = sf.read(out, dtype="float32")
     theirs = _theirs(data, rate)

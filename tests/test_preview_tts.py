@@ -1,5 +1,6 @@
 """End to end with the real engine: the built-in routines are synthesized by espeak-ng
-through pyttsx3, and every cue's previewed length is the length of its audio."""
+through pyttsx3 (calm-en, whatever pack the routines name), and every cue's previewed
+length is the length of its audio. tests/test_piper.py does the same for Piper."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from coach.units import RATE
 
 pytestmark = pytest.mark.tts
 
+CALM = Options(voice="calm-en")
+
 
 @pytest.mark.parametrize("name", ["upper-back-basics", "upper-back-fist-rocking"])
 def test_previewed_cue_lengths_are_the_lengths_of_the_synthesized_audio(name):
-    prepared = prepare(name)
+    prepared = prepare(name, CALM)
+    assert prepared.settings.engine == "pyttsx3"
     tl = prepared.timeline
     cache = speech.SpeechCache()
     spoken = [e for e in tl.events if e.kind == SPEECH]
@@ -41,12 +45,15 @@ def test_cue_lengths_agree_with_the_espeak_command_line(tmp_path):
     """An independent measure: the espeak-ng program speaks the same texts with the same
     voice and rate; its speech (silence trimmed) is as long as our cues, within the
     engine's own jitter."""
-    prepared = prepare("upper-back-basics")
+    prepared = prepare("upper-back-basics", CALM)
     texts = sorted({e.text for e in prepared.timeline.events if e.kind == SPEECH})[:12]
     for i, text in enumerate(texts):
         out = tmp_path / f"{i}.wav"
         subprocess.run(
-            ["espeak-ng", "-v", prepared.voice_id, "-s", str(prepared.rate), "-w", str(out), text],
+            [
+                *("espeak-ng", "-v", prepared.voice_id, "-s", str(prepared.rate)),
+                *("-w", str(out), prepared.settings.spoken(text)),
+            ],
             check=True,
         )
         with wave.open(str(out)) as w:
@@ -60,8 +67,8 @@ def test_cue_lengths_agree_with_the_espeak_command_line(tmp_path):
 
 
 def test_two_rates_change_cue_lengths_as_the_rates_say():
-    slow = prepare("upper-back-basics", Options(rate=120)).timeline
-    fast = prepare("upper-back-basics", Options(rate=240)).timeline
+    slow = prepare("upper-back-basics", Options(voice="calm-en", rate=120)).timeline
+    fast = prepare("upper-back-basics", Options(voice="calm-en", rate=240)).timeline
     by_text = {e.text: e.end - e.start for e in fast.events if e.kind == SPEECH}
     ratios = [
         (e.end - e.start) / by_text[e.text]

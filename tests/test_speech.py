@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
@@ -106,6 +107,15 @@ def test_default_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert speech.default_cache_dir() == Path.home() / ".cache" / "coach" / "speech"
 
 
+def test_key_holds_the_espeak_ng_version(cache: SpeechCache, monkeypatch) -> None:
+    if speech_pyttsx3.driver_name() != "espeak":
+        pytest.skip("espeak-ng is the driver on Linux only")
+    assert speech_pyttsx3.engine_version("espeak").startswith("espeak-ng 1.")
+    before = cache.path("Hello.", EN)
+    monkeypatch.setattr(speech_pyttsx3, "engine_version", lambda driver: "espeak-ng 9.99")
+    assert cache.path("Hello.", EN) != before
+
+
 def test_key_depends_on_voice_rate_and_text(cache: SpeechCache) -> None:
     paths = {
         cache.path("Hello.", EN),
@@ -127,22 +137,150 @@ def test_missing_clip(cache: SpeechCache) -> None:
         cache.load("never said", EN)
 
 
-def test_first_stored_clip_wins(cache: SpeechCache) -> None:
+def test_first_good_stored_clip_wins(cache: SpeechCache) -> None:
     # Two processes filling the cache at once: the second must not change the length the
     # first one already reported.
     first = cache._store("Hi.", EN, np.zeros(1000, dtype=np.int16))
-    second = cache._store("Hi.", EN, np.zeros(2000, dtype=np.int16))
+    second = cache._store("Hi.", EN, np.ones(2000, dtype=np.int16))
     assert first == second == 1000 == len(cache.load("Hi.", EN))
     assert [p.name for p in cache.directory.rglob("*") if p.is_file()] == [
         cache.path("Hi.", EN).name
     ]
 
 
-def test_damaged_clip_counts_as_missing(cache: SpeechCache) -> None:
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":  # the header still promises every sample
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    elif how == "garbled":  # same length, valid header, other samples
+        path.write_bytes(data[:-100] + bytes(100))
+    elif how == "foreign":  # a plain WAV with no checksum, as older versions wrote
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(RATE)
+            w.writeframes(bytes(2000))
+
+
+@pytest.mark.parametrize("how", ["truncated", "emptied", "garbled", "foreign"])
+def test_a_damaged_entry_is_a_miss_and_storing_replaces_it(cache: SpeechCache, how: str) -> None:
+    good = (np.arange(3000) % 200 - 100).astype(np.int16)
+    cache._store("Hi.", EN, good)
     path = cache.path("Hi.", EN)
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"RIFF\0\0")
-    assert cache.length("Hi.", EN) is None
+    assert cache.length("Hi.", EN) == 3000
+    _damage(path, how)
+    fresh = SpeechCache(cache.directory)  # another run: nothing remembered
+    assert fresh.length("Hi.", EN) is None
+    assert cache.length("Hi.", EN) is None  # changed on disk: checked again
+    with pytest.raises(KeyError):
+        fresh.load("Hi.", EN)
+    assert fresh._store("Hi.", EN, good) == 3000
+    assert np.array_equal(fresh.load("Hi.", EN), good / np.float32(32768))
+    assert SpeechCache(cache.directory).length("Hi.", EN) == 3000
+    assert sorted(p.name for p in cache.directory.rglob("*") if p.is_file()) == [path.name]
+
+
+@pytest.mark.tts
+def test_synthesis_heals_a_truncated_clip(cache: SpeechCache) -> None:
+    text = SENTENCES[1]
+    first = Synthesizer(cache).ensure([text], EN)[text]
+    _damage(cache.path(text, EN), "truncated")
+    synth = Synthesizer(SpeechCache(cache.directory))
+    again = synth.ensure([text], EN)[text]
+    assert synth.synthesized == 1
+    assert abs(again - first) < to_samples(0.05)
+    assert len(SpeechCache(cache.directory).load(text, EN)) == again
+
+
+def test_entries_are_wav_files_other_readers_can_read(cache: SpeechCache) -> None:
+    cache._store("Hi.", EN, np.full(500, 1000, dtype=np.int16))
+    with wave.open(str(cache.path("Hi.", EN)), "rb") as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (RATE, 1, 2)
+        assert w.getnframes() == 500
+
+
+def test_the_lexicon_respells_whole_words_in_any_case() -> None:
+    s = SpeechSettings("gmw/en", 150, lexicon=(("supraspinatus", "soopra-spy-naytus"),))
+    assert s.spoken("Supraspinatus and supraspinatus.") == (
+        "Soopra-spy-naytus and soopra-spy-naytus."
+    )
+    assert s.spoken("supraspinatuses") == "supraspinatuses"
+    assert SpeechSettings("gmw/en", 150).spoken("supraspinatus") == "supraspinatus"
+
+
+def test_stale_temporaries_of_our_naming_are_swept(cache: SpeechCache) -> None:
+    cache.directory.mkdir(parents=True)
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    hexes = "0123456789abcdef" * 2
+    stale = [
+        f".raw-{dead}-{hexes}-3.wav",
+        f".tmp-{dead}-{hexes}.wav",
+        f".raw-{hexes}-0.wav",  # the older naming, without a pid: swept once old
+    ]
+    live = [f".raw-{os.getpid()}-{hexes}-1.wav", "notes.wav", ".raw-mine.wav"]
+    for name in stale + live:
+        (cache.directory / name).write_bytes(b"x")
+    old = time.time() - 3600
+    os.utime(cache.directory / stale[2], (old, old))
+    assert cache.sweep() == 3
+    assert sorted(p.name for p in cache.directory.iterdir()) == sorted(live)
+
+
+def test_a_cache_folder_that_cannot_be_made_is_named_at_once(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    synth = Synthesizer(SpeechCache(blocker / "speech"))
+    start = time.perf_counter()
+    with pytest.raises(SpeechError) as caught:
+        synth.ensure(["Hello."], EN)
+    assert time.perf_counter() - start < 1.0
+    assert str(blocker / "speech") in str(caught.value)
+    assert "cannot be made" in str(caught.value) and "XDG_CACHE_HOME" in str(caught.value)
+
+
+@pytest.fixture
+def full_folder(tmp_path: Path):
+    """A tiny tmpfs, filled up (needs root: skipped elsewhere)."""
+    where = tmp_path / "full"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        (where / "coach" / "speech").mkdir(parents=True)
+        fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, bytes(4096))
+        os.close(fd)
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def test_a_full_cache_folder_fails_at_once_with_its_name_and_exit_1(full_folder: Path) -> None:
+    routine = full_folder.parent / "r.yaml"
+    routine.write_text(
+        "routine: 1\ntitle: T\nsteps:\n  - title: Rest\n    say: Rest your hands.\n    time: 9s\n"
+    )
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "coach", "preview", str(routine), "--voice", "calm-en"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "XDG_CACHE_HOME": str(full_folder)},
+    )
+    assert time.perf_counter() - start < 10
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"the speech cache folder {full_folder / 'coach' / 'speech'} is full: free some "
+        "space or fix its permissions, or set XDG_CACHE_HOME to a writable folder"
+    ]
 
 
 def test_silent_engine_output_is_an_error(tmp_path: Path) -> None:
@@ -220,7 +358,8 @@ def _ratios(slow: dict[str, int], fast: dict[str, int]) -> list[float]:
 
 @pytest.mark.tts
 def test_rate_is_honoured_by_fresh_workers(cache: SpeechCache) -> None:
-    # Trap 3 on a new engine: each ensure call starts new workers that set the rate once.
+    # "A lost rate" (docs/speech-engines.md) on a new engine: each ensure call starts new
+    # workers that set the rate once.
     texts = SENTENCES
     slow = Synthesizer(cache, workers=2).ensure(texts, SpeechSettings("gmw/en", 120))
     fast = Synthesizer(cache, workers=2).ensure(texts, SpeechSettings("gmw/en", 240))
@@ -230,8 +369,9 @@ def test_rate_is_honoured_by_fresh_workers(cache: SpeechCache) -> None:
 
 @pytest.mark.tts
 def test_rate_is_honoured_when_it_changes_in_one_engine(tmp_path: Path) -> None:
-    # Trap 3 in a long-lived engine: one worker, 20 jobs alternating 120 and 240 wpm. The
-    # public API keeps one rate per ensure call, so this drives the worker protocol itself.
+    # "A lost rate" in a long-lived engine: one worker, 20 jobs alternating 120 and 240
+    # wpm. The public API keeps one rate per ensure call, so this drives the worker
+    # protocol itself.
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     worker = ctx.Process(
@@ -337,3 +477,59 @@ def test_module_import_is_light() -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     assert out.stdout.strip() == "False"
+
+
+def _spawned_children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid and b"spawn_main" in cmd:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.tts
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path: Path) -> None:
+    import signal
+
+    routine = tmp_path / "r.yaml"
+    steps = "".join(
+        f"  - title: Step {i}\n    say: {s}\n    time: 20s\n" for i, s in enumerate(SENTENCES)
+    )
+    routine.write_text(f"routine: 1\ntitle: T\nsteps:\n{steps}")
+    for attempt in range(3):
+        cache = tmp_path / f"cache{attempt}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "coach", "preview", str(routine), "--voice", "calm-en"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+            cwd=Path(__file__).parents[1],
+        )
+        deadline = time.monotonic() + 20
+        while not _spawned_children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.01 * attempt)  # at once, and a little later in the worker's start-up
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        _, err = proc.communicate(timeout=30)
+        assert "Traceback" not in err, err
+        assert proc.returncode == 130 and err.strip() == "coach: interrupted", err
+        assert not list(cache.rglob(".raw-*")), "engine temp files left behind"
+
+
+@pytest.mark.tts
+def test_a_failure_on_a_very_long_cue_blames_its_length(cache: SpeechCache) -> None:
+    long_text = " ".join(["Breathe slowly and let your hands rest on the back."] * 60)
+    with pytest.raises(SpeechError) as caught:
+        Synthesizer(cache, timeout=0.5).ensure([long_text], EN)
+    message = str(caught.value)
+    assert "600 words, too long to speak in one go: split it" in message, message
+    assert "espeak-ng -w" not in message and "\n" not in message

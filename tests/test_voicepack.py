@@ -3,6 +3,7 @@ user's recordings replace synthesized speech, and packs change how sessions soun
 
 from __future__ import annotations
 
+import re
 import shutil
 import wave
 from pathlib import Path
@@ -95,42 +96,47 @@ def test_a_user_pack_is_found_and_listed(user_pack, run_cli):
         (
             ("chimes:\n  step: bell\n", "chimes:\n  step: gong\n"),
             {},
-            'pack.yaml:20:9: chimes.step: "gong" is not a chime (expected one of: bell,',
+            'pack.yaml:{L:step: gong}:9: chimes.step: "gong" is not a chime '
+            "(expected one of: bell,",
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: clips/paused.wav\nphrases:\n"),
             {},
-            'pack.yaml:8:12: clips.Paused.: "clips/paused.wav": no such file; expected an audio',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "clips/paused.wav": no such file; '
+            "expected an audio",
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: notes.txt\nphrases:\n"),
             {"notes.txt": b"hello"},
-            'pack.yaml:8:12: clips.Paused.: "notes.txt": not an audio file soundfile can read',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "notes.txt": '
+            "not an audio file soundfile can read",
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: ../calm-en/x.wav\nphrases:\n"),
             {},
-            'pack.yaml:8:12: clips.Paused.: "../calm-en/x.wav" leaves the pack\'s folder',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "../calm-en/x.wav" '
+            "leaves the pack's folder",
         ),
         (
             ("phrases:\n", "clips:\n  Paused.: /etc/passwd\nphrases:\n"),
             {},
-            'pack.yaml:8:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder',
+            'pack.yaml:{L:Paused.:}:12: clips.Paused.: "/etc/passwd" leaves the pack\'s folder',
         ),
         (
             ('countdown: "Begin to finish this stroke."', 'countdown: "{secs} to go."'),
             {},
-            "pack.yaml:10:14: phrases.countdown: {secs} is not a placeholder here (use {seconds})",
+            "pack.yaml:{L:{secs}}:14: phrases.countdown: {secs} is not a placeholder here "
+            "(use {seconds})",
         ),
         (
             ('  halfway: "', '  halfwy: "'),
             {},
-            "pack.yaml:11:3: phrases.halfwy: unknown key 'halfwy'",
+            "pack.yaml:{L:halfwy}:3: phrases.halfwy: unknown key 'halfwy'",
         ),
         (
-            ("rate: 150", "rate: 5000"),
+            ("rate: 122", "rate: 5000"),
             {},
-            "pack.yaml:5:7: rate: 5000 is out of range (expected 80 to 450)",
+            "pack.yaml:{L:rate: 5000}:7: rate: 5000 is out of range (expected 80 to 450)",
         ),
         (("pack: 1", "pack: [1"), {}, "pack.yaml:2:5: not valid YAML"),
     ],
@@ -140,10 +146,17 @@ def test_each_bad_pack_is_refused_with_file_line_and_what_was_expected(
 ):
     old, new = change
     assert old in CALM
-    folder = user_pack("bad-en", CALM.replace(old, new, 1), files)
+    text = CALM.replace(old, new, 1)
+    folder = user_pack("bad-en", text, files)
     with pytest.raises(VoicePackError) as info:
         load_pack("bad-en")
     message = str(info.value)
+    # {L:words}: the line of the pack that holds those words, wherever the pack has it.
+    expected = re.sub(
+        r"\{L:(.+?)\}(?=:)",
+        lambda m: str(next(i for i, line in enumerate(text.splitlines(), 1) if m[1] in line)),
+        expected,
+    )
     assert message.startswith(f"{folder}/{expected}"), message
     assert "\n" not in message
 
@@ -277,3 +290,134 @@ def test_the_spanish_routines_speak_with_a_spanish_voice(tmp_path):
     clip = prepared.cache.load(cue.text, prepared.settings)
     heard = audio[cue.start : cue.end, 0]
     assert float(np.dot(heard, clip) / (np.linalg.norm(heard) * np.linalg.norm(clip))) > 0.99
+
+
+GENTLE = (Path(__file__).parent.parent / "voice_packs" / "gentle-en" / "pack.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            CALM.replace("engine: pyttsx3", "engine: festival"),
+            'pack.yaml:4:9: engine: "festival" is not a speech engine (expected one of: '
+            "pyttsx3, piper)",
+        ),
+        (
+            CALM.replace("rate: 122", "rate: 122\nlength_scale: 1.2"),
+            "pack.yaml:7:15: length_scale: is a setting of the piper engine "
+            "(write `engine: piper`)",
+        ),
+        (
+            GENTLE.replace("length_scale: 1.5", "length_scale: 1.5\nrate: 150"),
+            "pack.yaml:9:7: rate: is a setting of the pyttsx3 engine",
+        ),
+        (GENTLE.replace("length_scale: 1.5", "length_scale: 9"), "pack.yaml:8:15: length_scale: 9"),
+        (
+            GENTLE.replace("model: en_US-joe-medium", "model: ../../joe.onnx"),
+            'pack.yaml:7:8: model: "../../joe.onnx" is a path; name the voice',
+        ),
+        (CALM.replace("voice: gmw/en\n", ""), "pack.yaml:1:1: a pyttsx3 pack needs `voice:`"),
+    ],
+)
+def test_engine_settings_belong_to_their_engine(user_pack, text, expected):
+    folder = user_pack("bad-en", text)
+    with pytest.raises(VoicePackError) as info:
+        load_pack("bad-en")
+    assert str(info.value).startswith(f"{folder}/{expected}"), str(info.value)
+
+
+def test_the_shipped_english_packs_name_their_engine_and_the_default_follows_piper():
+    from coach.speech_piper import find_model, piper_installed
+    from coach.voicepack import default_pack
+
+    gentle, calm, brisk = (load_pack(n) for n in ("gentle-en", "calm-en", "brisk-en"))
+    assert (gentle.engine, gentle.voice, gentle.fallback) == (
+        "piper",
+        "en_US-joe-medium",
+        "calm-en",
+    )
+    assert calm.engine == brisk.engine == "pyttsx3"
+    assert gentle.phrases == calm.phrases
+    assert dict(gentle.lexicon)["supraspinatus"] == dict(calm.lexicon)["supraspinatus"]
+    have_piper = piper_installed() and find_model("en_US-joe-medium") is not None
+    assert default_pack() == ("gentle-en" if have_piper else "calm-en")
+
+
+@pytest.mark.tts
+def test_a_pack_whose_piper_voice_is_missing_falls_back_with_one_warning(
+    user_pack, run_cli, tmp_path
+):
+    user_pack("lost-en", GENTLE.replace("en_US-joe-medium", "en_GB-nobody-low"))
+    routine = tmp_path / "r.yaml"
+    routine.write_text(ROUTINE)
+    code, out, err = run_cli("preview", str(routine), "--voice", "lost-en")
+    assert code == 0, err
+    assert err.splitlines() == [
+        "warning: voice pack lost-en: the Piper voice en_GB-nobody-low is not installed "
+        f"(put en_GB-nobody-low.onnx and en_GB-nobody-low.onnx.json in {user_pack_dir().parent}"
+        "/voices); using calm-en"
+    ]
+    assert "voice calm-en (gmw/en" in out
+    code, out, _ = run_cli("list")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.strip().startswith("lost-en"))
+    assert "piper en_GB-nobody-low" in line and "falls back to calm-en" in line
+
+
+def test_a_broken_user_pack_does_not_hide_the_others_in_list(user_pack, run_cli):
+    user_pack("broken-en", CALM.replace("rate: 122", "rate: fast"))
+    code, out, err = run_cli("list")
+    assert code == 0
+    assert "calm-en" in out and "gentle-en" in out and "broken-en" not in out
+    assert "broken-en/pack.yaml:6:7: rate:" in err
+
+
+@pytest.mark.tts
+def test_the_lexicon_changes_what_espeak_is_given_and_not_the_captions(
+    user_pack, tmp_path, monkeypatch
+):
+    from coach import speech
+
+    given: list[str] = []
+    real = speech.engine(speech.SpeechSettings("gmw/en", 150))
+
+    class Spy:
+        name = real.name
+        identity = real.identity
+
+        def synthesize(self, texts, settings, deliver, **kw):
+            given.extend(texts)
+            real.synthesize(texts, settings, deliver, **kw)
+
+    monkeypatch.setitem(speech._engines, "pyttsx3", Spy())
+    user_pack("lex-en", CALM.replace("  supraspinatus: soopra-spy-naytus", "  oil: oyle"))
+    routine = tmp_path / "r.yaml"
+    routine.write_text(ROUTINE)
+    out = tmp_path / "r.wav"
+    prepared = prepare(str(routine), Options(voice="lex-en"))
+    from coach.render import RenderOptions, render
+
+    render(prepared, out, RenderOptions(captions=True))
+    assert "Rub your hands together to warm the oyle." in given
+    assert "Warm the oyle." in given and not [t for t in given if "oil" in t]
+    captions = out.with_suffix(".vtt").read_text()
+    assert "warm the oil." in captions and "oyle" not in captions
+    cues = [e.text for e in prepared.timeline.events if e.kind == SPEECH]
+    assert "Warm the oil." in cues
+
+
+@pytest.mark.tts
+def test_cold_synthesis_shows_progress_on_a_terminal(run_cli, tmp_path, monkeypatch):
+    import sys
+    import uuid
+
+    routine = tmp_path / "r.yaml"
+    word = uuid.uuid4().hex[:6]  # texts no earlier test has cached
+    routine.write_text(ROUTINE.replace("warm the oil.", f"warm the oil, {word}."))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, _, err = run_cli("preview", str(routine), "--voice", "calm-en")
+    assert code == 0
+    total = int(re.search(r"\rsynthesizing 0 of (\d+) cues \(0%\)", err)[1])
+    assert 1 <= total <= 4
+    assert err.endswith(f"\rsynthesizing {total} of {total} cues (100%)\n"), err
