@@ -455,7 +455,7 @@ def _progress(
 def cmd_run(args: argparse.Namespace) -> int:
     from coach.live import run_live
     from coach.speakers import find_device
-    from coach.terminal import Keys, Screen, render_status, stutter_text
+    from coach.terminal import KEYS_READ, Keys, Screen, render_status, stutter_text
 
     device = find_device(args.device)  # before the work: a wrong device fails at once
     prepared = _prepare(args, live=True)
@@ -477,6 +477,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not screen.interactive:
                 print(f"voice commands: {player.voice}", flush=True)
 
+    if not KEYS_READ and screen.interactive:
+        print("keys are not read on this system: the session plays through; Ctrl-C stops it")
     with Keys() as keys:
         try:
             result = run_live(

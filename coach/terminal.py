@@ -22,10 +22,8 @@ import os
 import select
 import signal
 import sys
-import termios
 import threading
 import time
-import tty
 import unicodedata
 from types import FrameType, TracebackType
 from typing import Any, TextIO
@@ -33,6 +31,15 @@ from typing import Any, TextIO
 from coach.controls import KEY_HELP, KEY_HELP_PAUSED, KEYS, Command, Status
 from coach.routine import pace_name
 from coach.timetext import countdown_clock
+
+try:  # POSIX terminals; Windows has neither, and reads no keys (KEYS_READ is False)
+    import termios
+    import tty
+except ImportError:  # pragma: no cover - not on the machines the suite runs on
+    termios = tty = None  # type: ignore[assignment]
+
+#: Whether this platform reads single key presses (a POSIX terminal).
+KEYS_READ = termios is not None
 
 # -- Keys ---------------------------------------------------------------------------
 
@@ -97,7 +104,7 @@ class Keys:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = sys.stdin if stream is None else stream
-        self.fd = _terminal_fd(self.stream)
+        self.fd = _terminal_fd(self.stream) if KEYS_READ else None
         self.interactive = self.fd is not None
         self._buf = bytearray()
         self._eof = False

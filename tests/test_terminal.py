@@ -438,3 +438,26 @@ def test_screen_cuts_lines_to_the_terminal_and_clears_on_resize(screen_pair):
     assert out.startswith("\x1b[H\x1b[2J") and out.endswith("b\x1b[J")
     screen.draw(["c"])
     assert _drain(master).decode() == "\r\r\x1b[2Kc\x1b[J"  # one line: no "up 0"
+
+
+def test_without_termios_keys_are_not_read_and_nothing_breaks(tmp_path) -> None:
+    """On Windows there is no termios: the module still imports, Keys reads nothing and
+    the session plays through (the README says so)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['termios'] = None; sys.modules['tty'] = None\n"
+        "from coach import terminal\n"
+        "assert not terminal.KEYS_READ\n"
+        "with terminal.Keys() as keys:\n"
+        "    assert not keys.interactive and keys.read(0.01) is None\n"
+        "print('ok')\n"
+    )
+    master, slave = pty.openpty()
+    result = subprocess.run(
+        [sys.executable, "-c", code], stdin=slave, capture_output=True, text=True, timeout=30
+    )
+    os.close(slave)
+    os.close(master)
+    assert result.stdout.strip() == "ok", result.stderr
