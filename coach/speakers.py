@@ -43,6 +43,12 @@ class AudioDeviceError(CoachError):
     exit_code = 1
 
 
+class DeviceChoiceError(AudioDeviceError):
+    """--device or --mic names no device, or several: a usage error, like a wrong --voice."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class Device:
     """An output-capable device as PortAudio lists it."""
@@ -159,7 +165,7 @@ def _pick(spec: str | None, devices: list[Device], kind: str, option: str) -> De
         for device in devices:
             if device.index == int(wanted):
                 return device
-        raise AudioDeviceError(f"no {kind} device has the index {wanted}; {choices}")
+        raise DeviceChoiceError(f"no {kind} device has the index {wanted}; {choices}")
     key = wanted.casefold()
     matches = [d for d in devices if key and key in d.name.casefold()]
     exact = [d for d in matches if d.name.casefold() == key]
@@ -168,8 +174,8 @@ def _pick(spec: str | None, devices: list[Device], kind: str, option: str) -> De
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise AudioDeviceError(f"no {kind} device matches {spec!r}; {choices}")
-    raise AudioDeviceError(
+        raise DeviceChoiceError(f"no {kind} device matches {spec!r}; {choices}")
+    raise DeviceChoiceError(
         f"{spec!r} matches several devices: {_listing(matches)}; use more of the name or the index"
     )
 

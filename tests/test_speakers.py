@@ -232,7 +232,8 @@ def test_an_unknown_name_or_index_lists_the_devices(pulse):
     with pytest.raises(AudioDeviceError) as caught:
         find_device("no-such-speaker")
     assert str(caught.value) == f"no output device matches 'no-such-speaker'; {choices}"
-    assert isinstance(caught.value, CoachError) and caught.value.exit_code == 1
+    # A name that fits no device is a usage error (exit 2), as a wrong --voice is.
+    assert isinstance(caught.value, CoachError) and caught.value.exit_code == 2
     unused = max(d.index for d in devices) + 1
     with pytest.raises(AudioDeviceError) as caught:
         find_device(str(unused))
