@@ -179,7 +179,7 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
 
     # Ctrl-C reaches the whole process group; the parent decides and terminates us. (The
     # parent starts us with SIGINT ignored already, so one during start-up is no
-    # traceback either; this covers a worker started some other way.)
+    # traceback either; this covers a worker started without the launcher.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # pyttsx3 prints "Audio saved to ..." on stdout for every save ("swallowed errors and chatter").
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -387,8 +387,7 @@ class Pyttsx3Engine:
                 pool.append(worker)
                 feed(worker)
             # Post-processing needs numpy and soxr; import them while the workers start
-            # up rather than when the first clip is already waiting (a thread started only
-            # now: see _sigint_ignored).
+            # up rather than when the first clip is already waiting.
             threading.Thread(target=import_post_processing, daemon=True).start()
             while done < total:
                 busy = [w for w in pool if w.jobs]
@@ -422,26 +421,62 @@ class Pyttsx3Engine:
 
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
-    """Start a child with SIGINT ignored: the disposition survives exec (the signal mask
-    does not: multiprocessing clears it), and Python then installs no KeyboardInterrupt
-    handler, so a Ctrl-C while the worker is still importing prints no traceback there.
+    """Start a child with SIGINT ignored, so that a Ctrl-C while the worker is still
+    importing prints no traceback there (the parent decides, and terminates it); a
+    Ctrl-C for this process meanwhile is held, then acted on.
 
-    SIGINT is blocked here meanwhile, so one that arrives in this window stays pending
-    for us and is delivered when the block ends. That holds while this is the only
-    thread: a process-wide signal would go to another thread and be ignored, so callers
-    start their helper threads after the workers."""
+    The child's Python is started through a two-line shell launcher that ignores SIGINT
+    and execs it: an ignored disposition survives exec, and Python then installs no
+    KeyboardInterrupt handler. Ignoring SIGINT in this process instead, while the child
+    is started, can lose a Ctrl-C meant for us: the kernel may hand a process-wide
+    signal to another thread (espeak-ng runs one), where it is dropped. Without a shell
+    (Windows), children start as they are; their first line ignores SIGINT."""
     import signal
+    from multiprocessing import spawn
 
-    if threading.current_thread() is not threading.main_thread():
-        yield  # dispositions can only be changed from the main thread
+    launcher = _launcher()
+    if launcher is None:
+        yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A Ctrl-C for us while the child is being started is held until it has its
+    # instructions: cut short, it would die reading them, with a traceback.
+    held: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, lambda n, _: held.append(n)) if main else None
+    before = spawn.get_executable()
+    spawn.set_executable(launcher)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        spawn.set_executable(before)
+        if main:
+            signal.signal(signal.SIGINT, handler)
+            if held and callable(handler):
+                handler(signal.SIGINT, None)
+
+
+@functools.cache
+def _launcher() -> str | None:
+    """The path of the launcher (made once per process, removed at exit), or None."""
+    import atexit
+    import shlex
+    import shutil
+    import sys
+    import tempfile
+
+    sh = shutil.which("sh")
+    if os.name != "posix" or sh is None or not sys.executable:
+        return None
+    try:
+        folder = tempfile.mkdtemp(prefix="coach-tts-")
+        path = os.path.join(folder, "python")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"#!{sh}\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+        os.chmod(path, 0o700)
+    except OSError:
+        return None
+    atexit.register(shutil.rmtree, folder, True)
+    return path
 
 
 def _stop(workers: list[_Worker], *, graceful: bool) -> None:
