@@ -262,8 +262,9 @@ class Player:
 
     # -- where we are --------------------------------------------------------------
 
-    # Every block is queued with the tag (start, frames, after): its session position
-    # (None while the session's clock is held) and where the session stands after it.
+    # Every block is queued with the tag (start, frames, after[, held]): its session
+    # position (None while the session's clock is held), where the session stands after
+    # it, and for a held block the Hold it plays and how far into it the block ends.
 
     def position(self) -> Samples:
         """The session position the speakers are playing. While the session's clock is
@@ -281,7 +282,19 @@ class Player:
         read from what the queue kept, not before clearing it, since the output may
         move on into the next block meanwhile (that block then plays, and the control
         follows it, so no block ever plays twice)."""
+        import numpy as np
+
         tag = self.out.clear()
+        if self.hold is not None:
+            # What the coach was saying about a control gives way to the new one: it
+            # fades out from where the speakers are in it (nothing of it, if they have
+            # not reached it yet).
+            held = tag[3] if tag is not None and tag[0] is None else None
+            if held is not None and held[0] is self.hold:
+                rest = self.hold.samples[held[1] : held[1] + FADE]
+                ramp = np.linspace(1, 0, len(rest), dtype=np.float32)[:, None]
+                self.overlays.insert(0, Hold(rest * ramp))
+            self.hold = None
         return self.origin if tag is None else tag[2]
 
     # -- controls ------------------------------------------------------------------
@@ -466,15 +479,17 @@ class Player:
             return
         if self.hold is not None or self.paused:
             block = np.zeros((BLOCK, self.channels), dtype=np.float32)
+            held = None
             if self.hold is not None:
                 part = self.hold.samples[self.hold.offset : self.hold.offset + BLOCK]
                 block[: len(part)] += part
                 self.hold.offset += len(part)
+                held = (self.hold, self.hold.offset)
                 if self.hold.offset >= len(self.hold.samples):
                     self.hold = None
             after = self.resume_at if self.paused else self.made
             sounding = self.hold is not None or bool(self.overlays)
-            self._put(self._mix_overlays(block), (None, BLOCK, after), sounding)
+            self._put(self._mix_overlays(block), (None, BLOCK, after, held), sounding)
             return
         if self.made >= self.mixer.total:
             self._end()
@@ -489,7 +504,7 @@ class Player:
             self._fade_in = False
         sounding = self.mixer.foreground or bool(self.overlays)
         block = self._mix_overlays(block)
-        self._put(block, (self.made, n, self.made + n), sounding)
+        self._put(block, (self.made, n, self.made + n, None), sounding)
         self.made += n
 
     def _end(self) -> None:
@@ -499,13 +514,11 @@ class Player:
 
         sounding = bool(self.overlays)
         block = self._mix_overlays(np.zeros((TAIL, self.channels), dtype=np.float32))
-        self._put(block, (None, len(block), self.made), sounding)
+        self._put(block, (None, len(block), self.made, None), sounding)
         self.out.finish()
         self.finished = True
 
-    def _put(
-        self, block: np.ndarray, tag: tuple[Samples | None, int, Samples], sounding: bool
-    ) -> None:
+    def _put(self, block: np.ndarray, tag: tuple[Any, ...], sounding: bool) -> None:
         """Queue a block; if the coach sounds in it, note when the room will hear it."""
         if sounding:
             start = self.clock() + self.out.queued_frames() / RATE + self.latency

@@ -168,6 +168,23 @@ def _find(needle: np.ndarray, haystack: np.ndarray) -> int | None:
     return None
 
 
+def test_a_control_cuts_short_what_the_coach_says_about_the_last_one(session):
+    """'next' while the coach is still saying "Resuming." goes on at once: the phrase
+    fades out and the session's clock moves again within a block or two."""
+    player, out, _, _ = session
+    play(player, out, RATE)
+    player.control("pause")
+    play(player, out, RATE)
+    player.control("pause")  # resume: "Resuming." (0.6 s) and a pause, clock held
+    play(player, out, 3000)
+    assert player.hold is not None
+    held_at = player.position()
+    player.control("next")
+    play(player, out, 8192)
+    assert player.hold is None
+    assert player.position() > held_at + 4096  # the clock moved on: not held 1.3 s more
+
+
 def test_a_paused_player_reports_paused_without_a_message(session):
     player, out, _, _ = session
     play(player, out, RATE)
