@@ -556,7 +556,8 @@ def format_table(prepared: Prepared) -> str:
     hints = {h["step"]: h for h in step_hints(prepared)}
     lines = [
         tl.title,
-        f"voice {prepared.pack.id} ({prepared.voice_id}, {prepared.rate} words a minute), "
+        f"voice {prepared.pack.id} ({prepared.voice_id}, about {prepared.measured_rate} "
+        "words a minute), "
         f"pace {pace_label(tl.factor)}, total {clock(tl.total)}",
         "",
         f"{'time':>8}  {'step':>4}  {'side':<5}  what",

@@ -98,7 +98,9 @@ class VoicePack:
         if self.engine == "piper":
             pause = f", {self.sentence_silence:g} s between sentences" * bool(self.sentence_silence)
             return f"piper {self.voice}, length scale {self.length_scale:g}{pause}"
-        return f"pyttsx3 {self.voice}, {self.rate} words a minute"
+        # The engine's own rate setting: espeak-ng speaks faster than it says (calm-en's
+        # 122 measures about 145 words a minute), so it is not called words a minute.
+        return f"pyttsx3 {self.voice}, rate {self.rate}"
 
 
 def default_pack() -> str:
