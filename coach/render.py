@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coach import audiofile
+from coach.ambient import AmbientTrack
+from coach.captions import webvtt
+from coach.chapters import Chapter, chapter_support, step_chapters
 from coach.errors import CoachError, UsageError
 from coach.mixer import Mixer, SoundBank, session_gain
 from coach.session import Prepared
-from coach.timeline import SPEECH, Event, Timeline
-from coach.timetext import stamp
 from coach.units import RATE, Samples, to_samples
+from coach.writer import FORMATS, AudioWriter, check_output
 
 #: Frames the mixer makes at a time while rendering (a second: larger blocks cost less
 #: per sample, and a second of stereo float is only 384 kB).
@@ -50,34 +51,11 @@ class RenderResult:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Part:
-    """A stretch of the session with a title: a step, for chapters and split files."""
-
-    title: str
-    start: Samples
-    end: Samples
-
-
-def step_parts(timeline: Timeline) -> list[Part]:
-    """One part a step, from its first run's start to the next step's start; the last
-    also holds the closing, so the parts tile the whole session."""
-    firsts: dict[int, tuple[Samples, str]] = {}
-    for seg in timeline.segments:
-        firsts.setdefault(seg.step, (seg.start, seg.title))
-    starts = sorted(firsts.values())
-    parts = []
-    for i, (start, title) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else timeline.total
-        parts.append(Part(title, start, end))
-    return parts
-
-
 def check_request(out: Path, options: RenderOptions) -> str:
     """Everything about a render request that can be checked before any work."""
-    ext = audiofile.check_output(out)
+    ext = check_output(out)
     if options.ambient is not None:
-        with audiofile.AmbientTrack(options.ambient, 1, 0, 0):
+        with AmbientTrack(options.ambient, 1, 0, 0):
             pass  # opening it checks that it is there and is audio
     if options.split:
         folder = split_folder(out)
@@ -103,7 +81,7 @@ def render(
     bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
     ambient = None
     if options.ambient is not None:
-        ambient = audiofile.AmbientTrack(options.ambient, tl.total, FADE_IN, FADE_OUT)
+        ambient = AmbientTrack(options.ambient, tl.total, FADE_IN, FADE_OUT)
     with contextlib.closing(ambient) if ambient is not None else contextlib.nullcontext():
         mixer = Mixer(tl, bank, under=ambient, gain=session_gain(tl, bank))
         return _render(mixer, out, ext, options, progress)
@@ -114,16 +92,16 @@ def _render(
 ) -> RenderResult:
     tl = mixer.timeline
     result = RenderResult()
-    parts = step_parts(tl)
+    parts = step_chapters(tl)
     if options.split:
         _render_split(mixer, out, ext, parts, options, result, progress)
     else:
         vtt = out.with_suffix(".vtt") if options.captions else None
-        with audiofile.AudioWriter(out, channels=2) as writer, _pending_text(vtt) as pending:
+        with AudioWriter(out, channels=2) as writer, _pending_text(vtt) as pending:
             _pump(mixer, writer, tl.total, progress)
             if options.chapters:
-                if audiofile.chapter_support(ext):
-                    writer.add_chapters([audiofile.Chapter(p.title, p.start, p.end) for p in parts])
+                if chapter_support(ext):
+                    writer.add_chapters(parts)
                     result.notes.append(f"{len(parts)} chapters, one a step")
                 else:
                     result.notes.append(
@@ -140,7 +118,7 @@ def _render(
     return result
 
 
-def _pump(mixer: Mixer, writer: audiofile.AudioWriter, end: Samples, progress: Progress) -> None:
+def _pump(mixer: Mixer, writer: AudioWriter, end: Samples, progress: Progress) -> None:
     """Mix up to `end` into the writer, reporting progress through the whole session."""
     while mixer.position < end:
         writer.write(mixer.read(min(BLOCK, end - mixer.position)))
@@ -173,7 +151,7 @@ def _is_our_split(folder: Path, out: Path) -> bool:
     return (
         folder.is_dir()
         and (folder / f"{out.stem}.m3u").is_file()
-        and all(p.suffix in (*audiofile.FORMATS, ".m3u", ".vtt") for p in folder.iterdir())
+        and all(p.suffix in (*FORMATS, ".m3u", ".vtt") for p in folder.iterdir())
     )
 
 
@@ -185,7 +163,7 @@ def _render_split(
     mixer: Mixer,
     out: Path,
     ext: str,
-    parts: list[Part],
+    parts: list[Chapter],
     options: RenderOptions,
     result: RenderResult,
     progress: Progress,
@@ -200,7 +178,7 @@ def _render_split(
         playlist = ["#EXTM3U"]
         for i, part in enumerate(parts):
             name = f"{i + 1:02d} {_slug(part.title)}{ext}"
-            with audiofile.AudioWriter(staging / name, channels=2) as writer:
+            with AudioWriter(staging / name, channels=2) as writer:
                 _pump(mixer, writer, part.end, progress)
                 writer.commit()
             if options.captions:
@@ -225,16 +203,3 @@ def _render_split(
         shutil.rmtree(staging, ignore_errors=True)
     result.written += [folder / f"{out.stem}.m3u"]
     result.notes.append(f"{len(parts)} files, one a step, in {folder}")
-
-
-def webvtt(events: tuple[Event, ...], start: Samples, end: Samples) -> str:
-    """WebVTT captions of the spoken cues between start and end, timed from start."""
-    lines = ["WEBVTT", ""]
-    n = 0
-    for e in events:
-        if e.kind != SPEECH or e.start < start or e.start >= end:
-            continue
-        n += 1
-        text = e.text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        lines += [str(n), f"{stamp(e.start - start)} --> {stamp(e.end - start)}", text, ""]
-    return "\n".join(lines)

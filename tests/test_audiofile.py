@@ -1,6 +1,7 @@
-"""coach.audiofile with real files and real decoders: soundfile reads back what AudioWriter
-wrote, ffprobe checks the containers, mutagen (and ffprobe) the chapters, and real
-subprocesses are interrupted and starved of disk space."""
+"""The audio file modules (coach.writer, coach.chapters, coach.ambient, coach.soundfiles)
+with real files and real decoders: soundfile reads back what AudioWriter wrote, ffprobe
+checks the containers, mutagen (and ffprobe) the chapters, and real subprocesses are
+interrupted and starved of disk space."""
 
 from __future__ import annotations
 
@@ -19,17 +20,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from coach.audiofile import (
-    FORMATS,
-    AmbientTrack,
-    AudioWriter,
-    Chapter,
-    chapter_support,
-    check_output,
-    read_chapters,
-)
+from coach.ambient import AmbientTrack
+from coach.chapters import Chapter, chapter_support, read_chapters
 from coach.errors import CoachError, InputError, UsageError
 from coach.units import RATE
+from coach.writer import FORMATS, AudioWriter, check_output
 
 REPO = Path(__file__).resolve().parent.parent
 HAVE_FFPROBE = shutil.which("ffprobe") is not None
@@ -204,7 +199,7 @@ def test_sigint_while_writing_leaves_nothing(tmp_path):
     process = run_python(f"""
         from pathlib import Path
         import numpy as np
-        from coach.audiofile import AudioWriter
+        from coach.writer import AudioWriter
         block = np.zeros((1001, 2), np.float32)
         with AudioWriter(Path({str(tmp_path / "session.mp3")!r})) as out:
             out.write(block)
@@ -233,7 +228,7 @@ def test_a_full_disk_is_a_coach_error_and_leaves_nothing(tmp_path, ext):
         import resource, signal, sys
         from pathlib import Path
         import numpy as np
-        from coach.audiofile import AudioWriter
+        from coach.writer import AudioWriter
         from coach.errors import CoachError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))

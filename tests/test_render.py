@@ -16,12 +16,14 @@ import pytest
 import soundfile as sf
 from audio_checks import ebur128, ffprobe, heard, onset_by_correlation
 
-from coach import audiofile, chimes
+from coach import chimes
+from coach.chapters import read_chapters, step_chapters
 from coach.mixer import Mixer, SoundBank, session_gain
-from coach.render import RenderOptions, render, step_parts
+from coach.render import RenderOptions, render
 from coach.session import prepare
 from coach.timeline import CHIME, SPEECH
 from coach.units import RATE
+from coach.writer import FORMATS
 
 pytestmark = pytest.mark.tts
 
@@ -64,7 +66,7 @@ def rendered(prepared, tmp_path_factory) -> dict[str, Path]:
     """The session rendered once to each format, with captions and chapters."""
     folder = tmp_path_factory.mktemp("out")
     files = {}
-    for ext in audiofile.FORMATS:
+    for ext in FORMATS:
         out = folder / f"session{ext}"
         render(prepared, out, RenderOptions(captions=ext == ".wav", chapters=ext != ".wav"))
         files[ext] = out
@@ -167,9 +169,9 @@ def test_loudness_is_near_minus_16_lufs_with_peaks_under_minus_1_dbfs(rendered, 
 
 @pytest.mark.parametrize("ext", [".mp3", ".flac", ".ogg"])
 def test_chapters_one_a_step_read_back(prepared, rendered, ext):
-    parts = step_parts(prepared.timeline)
+    parts = step_chapters(prepared.timeline)
     assert [p.title for p in parts] == ["Warm the oil", "Slow circles", "Knead the shoulders"]
-    chapters = audiofile.read_chapters(rendered[ext])
+    chapters = read_chapters(rendered[ext])
     assert [c[0] for c in chapters] == [p.title for p in parts]
     for (_, start), part in zip(chapters, parts, strict=True):
         assert abs(start - part.start / RATE) < 0.002
