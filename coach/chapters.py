@@ -2,9 +2,12 @@
 
 ``step_chapters`` cuts a timeline into its steps; ``write_chapters`` embeds chapters in a
 finished file and ``read_chapters`` reads them back. MP3 gets ID3v2.3 ``CHAP`` frames
-listed by a top-level, ordered ``CTOC`` frame; FLAC and Ogg get the Vorbis-comment pair
-``CHAPTER001=HH:MM:SS.mmm`` and ``CHAPTER001NAME=title`` (what ffmpeg and many players
-read); WAV gets none. The split into one file a step uses the same chapters.
+listed by a top-level, ordered ``CTOC`` frame; FLAC and Ogg Vorbis get the Vorbis-comment
+pair ``CHAPTER001=HH:MM:SS.mmm`` and ``CHAPTER001NAME=title`` (what ffmpeg and many
+players read), and so does Opus (FFmpeg's own Ogg muxer rounds such a time's seconds, so
+1.5 s would read 2.5 s); WAV gets none. M4A/M4B files get MP4 chapters from their muxer
+(coach.avfiles), read back here.
+The split into one file a step uses the same chapters.
 
 mutagen is imported inside functions so that importing this module stays cheap.
 """
@@ -14,15 +17,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from coach.errors import InputError
+from coach.tags import vorbis_file, vorbis_save_options
 from coach.timeline import Timeline
 from coach.timetext import milliseconds, stamp
 from coach.units import Samples
 
 #: The formats that hold chapters, by extension.
-CHAPTER_FORMATS = (".mp3", ".flac", ".ogg")
+CHAPTER_FORMATS = (".mp3", ".flac", ".ogg", ".opus", ".m4a", ".m4b")
+#: Those whose chapters are written here, into the finished file.
+WRITTEN_HERE = (".mp3", ".flac", ".ogg", ".opus")
 
 
 @dataclass(frozen=True)
@@ -55,14 +60,14 @@ def step_chapters(timeline: Timeline) -> list[Chapter]:
 
 
 def chapter_support(ext: str) -> bool:
-    """Whether files with this extension can carry chapters (MP3, FLAC, OGG; not WAV)."""
+    """Whether files with this extension can carry chapters (all but WAV)."""
     return ext.lower() in CHAPTER_FORMATS
 
 
 def write_chapters(path: Path, ext: str, chapters: list[Chapter]) -> None:
-    """Embed `chapters` (in any order) in the finished file at `path`, whose format is
-    that of `ext` (the path may be a temporary name). Raises OSError, or mutagen's own
-    errors for a file that is not what `ext` says."""
+    """Embed `chapters` (in any order) in the finished MP3, FLAC, Ogg Vorbis or Opus file at
+    `path`, whose format is that of `ext` (the path may be a temporary name). Raises
+    OSError, or mutagen's own errors for a file that is not what `ext` says."""
     ordered = sorted(chapters, key=lambda c: (c.start, c.end))
     if ext == ".mp3":
         _write_id3_chapters(path, ordered)
@@ -146,18 +151,8 @@ def _syncsafe(raw: bytes) -> int:
     return (raw[0] & 0x7F) << 21 | (raw[1] & 0x7F) << 14 | (raw[2] & 0x7F) << 7 | raw[3] & 0x7F
 
 
-def _vorbis_file(path: Path, ext: str) -> Any:
-    if ext == ".flac":
-        from mutagen.flac import FLAC
-
-        return FLAC(path)
-    from mutagen.oggvorbis import OggVorbis
-
-    return OggVorbis(path)
-
-
 def _write_vorbis_chapters(path: Path, ext: str, chapters: list[Chapter]) -> None:
-    audio = _vorbis_file(path, ext)
+    audio = vorbis_file(path, ext)
     if audio.tags is None:
         audio.add_tags()
     # Iterating a Vorbis comment gives (key, value) pairs; deleting a key is case-blind.
@@ -167,7 +162,7 @@ def _write_vorbis_chapters(path: Path, ext: str, chapters: list[Chapter]) -> Non
     for number, chapter in enumerate(chapters[:999], start=1):
         audio.tags[f"CHAPTER{number:03d}"] = stamp(chapter.start)
         audio.tags[f"CHAPTER{number:03d}NAME"] = chapter.title
-    audio.save()
+    audio.save(**vorbis_save_options(ext))
 
 
 _VORBIS_CHAPTER = re.compile(r"CHAPTER(\d+)(NAME)?")
@@ -187,6 +182,8 @@ def read_chapters(path: Path) -> list[tuple[str, float]]:
     try:
         if ext == ".mp3":
             return _read_id3_chapters(path)
+        if ext in (".m4a", ".m4b"):
+            return _read_mp4_chapters(path)
         return _read_vorbis_chapters(path, ext)
     except OSError as e:
         raise InputError(f"cannot read it: {e.strerror or e}", file=str(path)) from e
@@ -215,8 +212,15 @@ def _read_id3_chapters(path: Path) -> list[tuple[str, float]]:
     return result
 
 
+def _read_mp4_chapters(path: Path) -> list[tuple[str, float]]:
+    from mutagen.mp4 import MP4
+
+    chapters = MP4(path).chapters or []
+    return [(c.title, c.start) for c in chapters]
+
+
 def _read_vorbis_chapters(path: Path, ext: str) -> list[tuple[str, float]]:
-    audio = _vorbis_file(path, ext)
+    audio = vorbis_file(path, ext)
     starts: dict[int, float] = {}
     names: dict[int, str] = {}
     for key, value in audio.tags or []:

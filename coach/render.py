@@ -3,12 +3,19 @@
 The mixer makes the samples block by block and the writer streams them to a temporary
 file that is moved into place only when complete, so memory does not grow with the
 session's length and an interrupted render leaves nothing behind. Captions (WebVTT),
-chapters (one a step) and the split into one file a step all come from the timeline.
+chapters (one a step), tags and the split into one file a step all come from the
+timeline.
+
+A format whose encoder joins pieces (MP3) is rendered on every core at once: the session
+is cut where the timeline is silent (``quiet_cuts``), and each piece is mixed and encoded
+on a thread of its own, from its own mixer. The session's gain is applied by the writer,
+on the way to the encoder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -16,21 +23,32 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from coach import __version__
 from coach.ambient import AmbientTrack
-from coach.captions import webvtt
+from coach.captions import captions, webvtt
 from coach.chapters import Chapter, chapter_support, step_chapters
+from coach.encoders import Metadata, Quality
 from coach.errors import CoachError, UsageError
 from coach.mixer import Mixer, SoundBank, session_gain
-from coach.session import Prepared
+from coach.session import Prepared, pace_label
+from coach.tags import Tags
+from coach.timeline import Timeline
 from coach.units import RATE, Samples, to_samples
-from coach.writer import FORMATS, AudioWriter, check_output
+from coach.writer import FORMATS, TAGGED, AudioWriter, check_output
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Frames the mixer makes at a time while rendering (a second: larger blocks cost less
 #: per sample, and a second of stereo float is only 384 kB).
 BLOCK: Samples = RATE
 FADE_IN: Samples = to_samples(3.0)
 FADE_OUT: Samples = to_samples(5.0)
+#: Silence a cut between pieces keeps on each side: more than an encoder looks ahead or
+#: back (LAME: about 2,000 samples at 24 kHz; the resampler: a few hundred).
+QUIET_MARGIN: Samples = to_samples(0.25)
 
 
 #: Told (frames done, frames in all) as a render goes.
@@ -43,6 +61,9 @@ class RenderOptions:
     chapters: bool = False
     split: bool = False
     ambient: Path | None = None
+    quality: Quality = "normal"
+    #: Threads a render may use (None: one a core).
+    threads: int | None = None
 
 
 @dataclass
@@ -53,7 +74,7 @@ class RenderResult:
 
 def check_request(out: Path, options: RenderOptions) -> str:
     """Everything about a render request that can be checked before any work."""
-    ext = check_output(out)
+    ext = check_output(out, options.quality)
     if options.ambient is not None:
         with AmbientTrack(options.ambient, 1, 0, 0):
             pass  # opening it checks that it is there and is audio
@@ -65,6 +86,17 @@ def check_request(out: Path, options: RenderOptions) -> str:
                 "remove it or choose another -o"
             )
     return ext
+
+
+def session_tags(prepared: Prepared, title: str | None = None) -> Tags:
+    """The tags of a session's file: its title (the routine's, or `title`), artist
+    "coach", the routine as album, and the settings in the comment."""
+    routine = prepared.routine.title
+    comment = (
+        f"pace {pace_label(prepared.timeline.factor)}, voice {prepared.pack.id} "
+        f"({prepared.voice_id}, {prepared.rate} words a minute); made by coach {__version__}"
+    )
+    return Tags(title=title or routine, album=routine, comment=comment)
 
 
 def render(
@@ -79,43 +111,67 @@ def render(
     ext = check_request(out, options)
     tl = prepared.timeline
     bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
+    gain = session_gain(tl, bank)
+    result = RenderResult()
+    parts = step_chapters(tl)
+    if options.split:
+        _render_split(prepared, bank, gain, out, ext, parts, options, result, progress)
+        return result
+    vtt = out.with_suffix(".vtt") if options.captions else None
+    chapters: list[Chapter] = []
+    if options.chapters:
+        if chapter_support(ext):
+            chapters = parts
+            result.notes.append(f"{len(parts)} chapters, one a step")
+        else:
+            result.notes.append(f"{ext} files cannot hold chapters; use .mp3, .m4b or .opus")
+    tags = session_tags(prepared) if ext in TAGGED else None
+    with (
+        AudioWriter(out, quality=options.quality, meta=Metadata(tags, chapters), gain=gain) as w,
+        _pending_text(vtt) as pending,
+    ):
+        _write_span(prepared, bank, w, 0, tl.total, options, progress)
+        if pending is not None:
+            pending.write_text(_captions(prepared, 0, tl.total), encoding="utf-8")
+        w.commit()
+        if pending is not None and vtt is not None:
+            os.replace(pending, vtt)
+    result.written.append(out)
+    if vtt is not None:
+        result.written.append(vtt)
+    return result
+
+
+def _write_span(
+    prepared: Prepared,
+    bank: SoundBank,
+    writer: AudioWriter,
+    start: Samples,
+    end: Samples,
+    options: RenderOptions,
+    progress: Progress,
+) -> None:
+    """Mix [start, end) of the session into the writer: in pieces on several threads
+    when its encoder joins them, else block after block."""
+    tl = prepared.timeline
+    threads = options.threads or _cores()
+    cuts = [start]
+    if writer.grid is not None and threads > 1 and options.ambient is None:
+        cuts = quiet_cuts(tl, threads, writer.grid, start, end)
+    if len(cuts) > 1:
+        bounds = [*cuts, end]
+        sources = [
+            _blocks(tl, bank if i == 0 else _bank(prepared), a, b)
+            for i, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
+        report = None if progress is None else (lambda done: progress(start + done, tl.total))
+        writer.write_pieces(sources, report)
+        return
     ambient = None
     if options.ambient is not None:
         ambient = AmbientTrack(options.ambient, tl.total, FADE_IN, FADE_OUT)
     with contextlib.closing(ambient) if ambient is not None else contextlib.nullcontext():
-        mixer = Mixer(tl, bank, under=ambient, gain=session_gain(tl, bank))
-        return _render(mixer, out, ext, options, progress)
-
-
-def _render(
-    mixer: Mixer, out: Path, ext: str, options: RenderOptions, progress: Progress
-) -> RenderResult:
-    tl = mixer.timeline
-    result = RenderResult()
-    parts = step_chapters(tl)
-    if options.split:
-        _render_split(mixer, out, ext, parts, options, result, progress)
-    else:
-        vtt = out.with_suffix(".vtt") if options.captions else None
-        with AudioWriter(out, channels=2) as writer, _pending_text(vtt) as pending:
-            _pump(mixer, writer, tl.total, progress)
-            if options.chapters:
-                if chapter_support(ext):
-                    writer.add_chapters(parts)
-                    result.notes.append(f"{len(parts)} chapters, one a step")
-                else:
-                    result.notes.append(
-                        f"{ext} files cannot hold chapters; use .mp3, .flac or .ogg for them"
-                    )
-            if pending is not None:
-                pending.write_text(webvtt(tl.events, 0, tl.total), encoding="utf-8")
-            writer.commit()
-            if pending is not None and vtt is not None:
-                os.replace(pending, vtt)
-        result.written.append(out)
-        if vtt is not None:
-            result.written.append(vtt)
-    return result
+        _pump(Mixer(tl, bank, under=ambient, start=start), writer, end, progress)
 
 
 def _pump(mixer: Mixer, writer: AudioWriter, end: Samples, progress: Progress) -> None:
@@ -124,6 +180,63 @@ def _pump(mixer: Mixer, writer: AudioWriter, end: Samples, progress: Progress) -
         writer.write(mixer.read(min(BLOCK, end - mixer.position)))
         if progress is not None:
             progress(mixer.position, mixer.total)
+
+
+def _bank(prepared: Prepared) -> SoundBank:
+    return SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
+
+
+def _blocks(tl: Timeline, bank: SoundBank, start: Samples, end: Samples) -> Iterator[np.ndarray]:
+    """The mix of [start, end), a block at a time, from a mixer of its own."""
+    mixer = Mixer(tl, bank, start=start)
+    while mixer.position < end:
+        yield mixer.read(min(BLOCK, end - mixer.position))
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def quiet_cuts(
+    timeline: Timeline,
+    pieces: int,
+    grid: Samples,
+    start: Samples = 0,
+    end: Samples | None = None,
+    margin: Samples = QUIET_MARGIN,
+) -> list[Samples]:
+    """Where to cut [start, end) into about `pieces` pieces of similar length: `start`,
+    then points on `grid` that no event comes within `margin` of (the mix is exact
+    digital silence around them). Fewer points when the timeline has no such silence."""
+    end = timeline.total if end is None else end
+    spans = sorted((e.start, e.end) for e in timeline.events if e.end > start and e.start < end)
+    quiet: list[tuple[Samples, Samples]] = []  # ranges a cut may fall in
+    edge = start
+    for a, b in [*spans, (end, end)]:
+        lo = -(-(edge + margin) // grid) * grid
+        hi = (min(a, end) - margin) // grid * grid
+        if start < lo <= hi:
+            quiet.append((lo, hi))
+        edge = max(edge, b)
+    cuts = [start]
+    for k in range(1, pieces):
+        ideal = start + (end - start) * k // pieces
+        best = None
+        for lo, hi in quiet:
+            point = min(max(ideal // grid * grid, lo), hi)
+            if point > cuts[-1] and (best is None or abs(point - ideal) < abs(best - ideal)):
+                best = point
+        if best is not None:
+            cuts.append(best)
+    return cuts
+
+
+def _captions(prepared: Prepared, start: Samples, end: Samples) -> str:
+    english = prepared.pack.language.split("-")[0] == "en"
+    sides = {s: prepared.pack.phrases.side(s) for s in ("left", "right")} if english else None
+    return webvtt(captions(prepared.timeline.events, start, end, sides=sides))
 
 
 @contextlib.contextmanager
@@ -160,7 +273,9 @@ def _slug(title: str) -> str:
 
 
 def _render_split(
-    mixer: Mixer,
+    prepared: Prepared,
+    bank: SoundBank,
+    gain: float,
     out: Path,
     ext: str,
     parts: list[Chapter],
@@ -171,6 +286,10 @@ def _render_split(
     """One file a step in a folder named after OUT, with an .m3u playlist; the folder is
     made under a temporary name and moved into place whole."""
     folder = split_folder(out)
+    ambient = None
+    if options.ambient is not None:
+        ambient = AmbientTrack(options.ambient, prepared.timeline.total, FADE_IN, FADE_OUT)
+    mixer = Mixer(prepared.timeline, bank, under=ambient)
     staging = Path(
         tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".coach-tmp", dir=folder.parent)
     )
@@ -178,11 +297,14 @@ def _render_split(
         playlist = ["#EXTM3U"]
         for i, part in enumerate(parts):
             name = f"{i + 1:02d} {_slug(part.title)}{ext}"
-            with AudioWriter(staging / name, channels=2) as writer:
+            tags = session_tags(prepared, part.title) if ext in TAGGED else None
+            with AudioWriter(
+                staging / name, quality=options.quality, meta=Metadata(tags), gain=gain
+            ) as writer:
                 _pump(mixer, writer, part.end, progress)
                 writer.commit()
             if options.captions:
-                text = webvtt(mixer.timeline.events, part.start, part.end)
+                text = _captions(prepared, part.start, part.end)
                 (staging / name).with_suffix(".vtt").write_text(text, encoding="utf-8")
             seconds = round((part.end - part.start) / RATE)
             playlist += [f"#EXTINF:{seconds},{part.title}", name]
@@ -201,5 +323,7 @@ def _render_split(
         raise CoachError(f"cannot write {folder}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if ambient is not None:
+            ambient.close()
     result.written += [folder / f"{out.stem}.m3u"]
     result.notes.append(f"{len(parts)} files, one a step, in {folder}")
