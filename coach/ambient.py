@@ -29,6 +29,10 @@ CROSSFADE = 0.05
 LEVEL_WINDOW = 30.0
 LEVEL_TARGET = -30.0
 LEVEL_MAX_BOOST = 20.0
+#: The least a track must be to loop as a background: shorter, or at a lower rate, it
+#: would be a buzz, and reading it would cost a file pass every few samples.
+MIN_SECONDS = 1.0
+MIN_RATE = 8000
 
 
 class AmbientTrack:
@@ -46,7 +50,8 @@ class AmbientTrack:
 
     Mono files play on both sides; files with more than two channels are down-mixed to
     their average on both sides (channel orders differ between formats).
-    Raises InputError (exit 2) for a missing, unreadable or empty file.
+    Raises InputError (exit 2) for a missing, unreadable or empty file, and for one too
+    short (under MIN_SECONDS) or too coarse (under MIN_RATE) to loop.
     """
 
     def __init__(self, path: Path, total: Samples, fade_in: Samples, fade_out: Samples) -> None:
@@ -68,6 +73,12 @@ class AmbientTrack:
         import numpy as np
 
         self.samplerate: int = self._file.samplerate
+        if self.samplerate < MIN_RATE:
+            raise InputError(
+                f"its sample rate is {self.samplerate} Hz; an ambient track needs at least "
+                f"{MIN_RATE} Hz",
+                file=str(self.path),
+            )
         # Level, over the first LEVEL_WINDOW seconds; that pass also tells whether the file
         # is empty, and its exact length when it is shorter than the window.
         window = round(LEVEL_WINDOW * self.samplerate)
@@ -81,6 +92,12 @@ class AmbientTrack:
         if seen == 0:
             raise InputError(
                 f"the file has no samples; expected {AUDIO_EXPECTED} with sound",
+                file=str(self.path),
+            )
+        if seen < MIN_SECONDS * self.samplerate:
+            raise InputError(
+                f"it is {seen / self.samplerate:.2f} s long; an ambient track must be at "
+                f"least {MIN_SECONDS:g} s to loop",
                 file=str(self.path),
             )
         rms = (energy / (2 * seen)) ** 0.5

@@ -14,6 +14,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -174,8 +175,12 @@ def run(
                     outcomes[i].error = error
                 report()
         except BaseException:
+            # Stop the renders under way too (they leave nothing behind), then wait.
             for future in futures:
                 future.cancel()
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(OSError):
+                    os.kill(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
             raise
     return outcomes
 
@@ -190,8 +195,19 @@ _messages: Any = None
 
 
 def _start_worker(messages: Any) -> None:
+    """A worker's start: where to send progress, and Ctrl-C or SIGTERM (from the batch
+    stopping) raise KeyboardInterrupt once, so a render under way cleans up."""
     global _messages
     _messages = messages
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
 
 
 def _render_job(

@@ -9,10 +9,12 @@ inside the commands that need them, so `coach --help` and `coach validate` start
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -387,7 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from coach.batch import plan
-    from coach.render import RenderOptions, check_request
+    from coach.render import RenderOptions, check_request, routine_input
 
     if args.length is not None and args.pace is not None:
         raise UsageError("use --pace or --length, not both (--length sets the pace itself)")
@@ -399,11 +401,30 @@ def cmd_render(args: argparse.Namespace) -> int:
         quality=args.quality,
     )
     jobs = plan(args.routine, args.pace, args.voice, args.output)
+    inputs = [i for routine in args.routine for i in routine_input(routine)]
     for job in jobs:
-        check_request(job.out, options)  # before the work, not after it
-    if len(jobs) == 1:
-        return _render_one(args, jobs[0], options)
-    return _render_batch(args, jobs, options)
+        check_request(job.out, options, inputs)  # before the work, not after it
+    with _signals_interrupt():
+        if len(jobs) == 1:
+            return _render_one(args, jobs[0], options)
+        return _render_batch(args, jobs, options)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a render as Ctrl-C does, so it cleans up after itself."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    names = ("SIGTERM", "SIGHUP")
+    signals = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    before = {s: signal.signal(s, stop) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def _render_one(args: argparse.Namespace, job: Job, options: RenderOptions) -> int:

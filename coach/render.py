@@ -18,14 +18,12 @@ import contextlib
 import itertools
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from coach import __version__
+from coach import __version__, temporary
 from coach.ambient import AmbientTrack
 from coach.captions import captions, webvtt
 from coach.chapters import Chapter, chapter_support, step_chapters
@@ -36,7 +34,7 @@ from coach.session import Prepared, pace_label
 from coach.tags import Tags
 from coach.timeline import Timeline
 from coach.units import RATE, Samples, to_samples
-from coach.writer import FORMATS, TAGGED, AudioWriter, check_output
+from coach.writer import TAGGED, AudioWriter, check_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,20 +70,64 @@ class RenderResult:
     notes: list[str] = field(default_factory=list)
 
 
-def check_request(out: Path, options: RenderOptions) -> str:
-    """Everything about a render request that can be checked before any work."""
+#: Something a render reads, to be kept from being written over: (what it is, where).
+Input = tuple[str, Path]
+
+
+def check_request(out: Path, options: RenderOptions, inputs: Sequence[Input] = ()) -> str:
+    """Everything about a render request that can be checked before any work: the output
+    (its format and folder), that no output is one of the `inputs` (nor, for a split,
+    holds one), the ambient track, and that a split's folder is one coach may replace."""
     ext = check_output(out, options.quality)
+    if options.ambient is not None:
+        inputs = [*inputs, ("the --ambient track", options.ambient)]
+    for target in _outputs(out, options):
+        for what, path in inputs:
+            if _same(path, target) or (options.split and _inside(path, target)):
+                where = "is" if _same(path, target) else "holds"
+                raise UsageError(
+                    f"{target}: {where} {what}; a render never writes over its inputs, "
+                    "so choose another -o"
+                )
     if options.ambient is not None:
         with AmbientTrack(options.ambient, 1, 0, 0):
             pass  # opening it checks that it is there and is audio
     if options.split:
         folder = split_folder(out)
-        if folder.exists() and not _is_our_split(folder, out):
+        if folder.exists() and not _is_our_split(folder):
             raise UsageError(
-                f"{folder} already exists and is not a split session made by coach; "
-                "remove it or choose another -o"
+                f"{folder}: a folder coach did not write (or one changed since); remove it "
+                "or choose another -o"
             )
     return ext
+
+
+def routine_input(routine: str) -> list[Input]:
+    """The routine file a render reads, as an input (none for one that is not a file)."""
+    from coach.routine import find_routine
+
+    try:
+        path, _ = find_routine(routine)
+    except CoachError:
+        return []
+    return [("the routine file", path)]
+
+
+def _outputs(out: Path, options: RenderOptions) -> list[Path]:
+    if options.split:
+        return [split_folder(out)]
+    return [out, out.with_suffix(".vtt")] if options.captions else [out]
+
+
+def _same(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        if os.path.samefile(a, b):
+            return True
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 def session_tags(prepared: Prepared, title: str | None = None) -> Tags:
@@ -107,8 +149,10 @@ def render(
     progress: Progress = None,
 ) -> RenderResult:
     """Write the session. Raises CoachError subclasses; on any error or interruption
-    nothing new is left at `out` (or its split folder, captions)."""
-    ext = check_request(out, options)
+    nothing new is left at `out` (or its split folder, captions). Stale temporaries of
+    earlier renders in `out`'s folder (a process killed outright) are removed first."""
+    ext = check_request(out, options, routine_input(prepared.routine.source))
+    temporary.sweep(out.parent)
     tl = prepared.timeline
     bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
     gain = session_gain(tl, bank)
@@ -245,27 +289,51 @@ def _pending_text(final: Path | None) -> Iterator[Path | None]:
     if final is None:
         yield None
         return
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".coach-tmp", dir=final.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
+    name = temporary.new_file(final)
     try:
-        yield Path(name)
+        yield name
     finally:
-        Path(name).unlink(missing_ok=True)
+        name.unlink(missing_ok=True)
 
 
 def split_folder(out: Path) -> Path:
     return out.with_suffix("")
 
 
-def _is_our_split(folder: Path, out: Path) -> bool:
-    return (
-        folder.is_dir()
-        and (folder / f"{out.stem}.m3u").is_file()
-        and all(p.suffix in (*FORMATS, ".m3u", ".vtt") for p in folder.iterdir())
-    )
+#: The list a split folder keeps of the files coach wrote into it.
+MANIFEST = ".coach-split"
+_MANIFEST_HEADER = "# coach split session: the files coach wrote here, with their sizes"
+
+
+def _is_our_split(folder: Path) -> bool:
+    """Whether `folder` holds exactly what a split render wrote there: every file its
+    manifest lists, at the size listed, and nothing else."""
+    try:
+        lines = (folder / MANIFEST).read_text(encoding="utf-8").splitlines()
+        present = {
+            p.name: p.stat().st_size
+            for p in folder.iterdir()
+            if p.name != MANIFEST and not p.is_symlink()
+        }
+        if any(p.is_dir() or p.is_symlink() for p in folder.iterdir()):
+            return False
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not lines or lines[0] != _MANIFEST_HEADER:
+        return False
+    listed = {}
+    for line in lines[1:]:
+        size, _, name = line.partition("\t")
+        if not size.isdigit() or not name:
+            return False
+        listed[name] = int(size)
+    return listed == present
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.iterdir() if p.name != MANIFEST)
+    lines = [_MANIFEST_HEADER, *(f"{p.stat().st_size}\t{p.name}" for p in files)]
+    (folder / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _slug(title: str) -> str:
@@ -290,9 +358,7 @@ def _render_split(
     if options.ambient is not None:
         ambient = AmbientTrack(options.ambient, prepared.timeline.total, FADE_IN, FADE_OUT)
     mixer = Mixer(prepared.timeline, bank, under=ambient)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".coach-tmp", dir=folder.parent)
-    )
+    staging = temporary.new_folder(folder)
     try:
         playlist = ["#EXTM3U"]
         for i, part in enumerate(parts):
@@ -309,20 +375,26 @@ def _render_split(
             seconds = round((part.end - part.start) / RATE)
             playlist += [f"#EXTINF:{seconds},{part.title}", name]
         (staging / f"{out.stem}.m3u").write_text("\n".join(playlist) + "\n", encoding="utf-8")
+        _write_manifest(staging)
         if options.chapters:
             result.notes.append("--chapters is not needed with --split: each step is a file")
         old = None
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.coach-old")
-            shutil.rmtree(old, ignore_errors=True)
+            # Checked again now: the folder may have changed while we rendered.
+            if not _is_our_split(folder):
+                raise UsageError(
+                    f"{folder}: a folder coach did not write (or one changed since); "
+                    "remove it or choose another -o"
+                )
+            old = temporary.name_for(folder)
             os.replace(folder, old)
         os.replace(staging, folder)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            temporary.remove(old)
     except OSError as exc:
         raise CoachError(f"cannot write {folder}: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        temporary.remove(staging)
         if ambient is not None:
             ambient.close()
     result.written += [folder / f"{out.stem}.m3u"]

@@ -10,6 +10,8 @@ stays cheap (validating a voice pack probes its clips).
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +30,19 @@ CLIP_MAX_SECONDS = 120
 
 def open_sound(path: Path) -> Any:
     """The file opened with soundfile (a ``soundfile.SoundFile``), or an InputError that
-    says what is wrong."""
+    says what is wrong. Only a regular file is opened: a FIFO or a device would block,
+    or never end."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"no such file; expected {AUDIO_EXPECTED}", file=str(path))
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"no such file; expected {AUDIO_EXPECTED}", file=str(path)) from None
+    except OSError as e:
+        raise InputError(f"cannot read it: {e.strerror or e}", file=str(path)) from e
+    if stat.S_ISDIR(mode):
         raise InputError(f"is a folder; expected {AUDIO_EXPECTED}", file=str(path))
+    if not stat.S_ISREG(mode):
+        raise InputError(f"is not a regular file; expected {AUDIO_EXPECTED}", file=str(path))
     try:
         with open(path, "rb"):
             pass

@@ -1,7 +1,7 @@
 """Writing a rendered session to a file that appears only when it is complete.
 
 ``AudioWriter`` streams float32 blocks at ``RATE`` through an encoder (coach.encoders)
-into a hidden temporary file next to the target (``.session.mp3.coach-XXXXXXXX.tmp``),
+into a hidden temporary file next to the target (coach.temporary names it),
 and at ``commit()`` has the encoder finish it (tags and chapters included), syncs it and
 renames it into place: an error or a Ctrl-C never leaves a partial file behind, nor
 touches an existing target. Blocks come one after another (``write``), or, for an
@@ -18,12 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coach import temporary
 from coach.encoders import (
     EncodeError,
     Encoder,
@@ -69,6 +69,9 @@ def check_output(path: Path, quality: Quality = "normal") -> str:
     format this machine cannot encode, raise CoachError (exit 1)."""
     path = Path(path)
     ext = path.suffix.lower()
+    if path.is_dir():
+        example = path / f"session{ext if ext in FORMATS else '.mp3'}"
+        raise UsageError(f"{path}: is a folder; give a file name such as {example}")
     if ext not in FORMATS:
         shown = f"'{path.suffix}'" if path.suffix else "no extension"
         raise UsageError(f"{path}: unknown output format ({shown}); use one of {_supported()}")
@@ -77,8 +80,6 @@ def check_output(path: Path, quality: Quality = "normal") -> str:
         raise UsageError(f"{path}: the folder {parent} does not exist; create it first")
     if not parent.is_dir():
         raise UsageError(f"{path}: {parent} is not a folder")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a folder; give a file name such as {path / 'session'}{ext}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CoachError(f"{path}: cannot write to the folder {parent}; choose another folder")
     try:
@@ -131,7 +132,7 @@ class AudioWriter:
         self._pieces: list[Piece] = []
         self._lengths: list[Samples] = []
         self._committed = False
-        self._tmp = self._create_temp()
+        self._tmp = temporary.new_file(self.path)
         try:
             self._encoder = open_encoder(self._tmp, self.ext, channels, quality, meta or Metadata())
         except EncodeError as e:
@@ -327,21 +328,6 @@ class AudioWriter:
             detail = self._failure
             self.abort()
             raise CoachError(f"cannot write {self.path}: {detail}")
-
-    def _create_temp(self) -> Path:
-        """Create an empty, hidden temporary file next to the target (mode 0666 & ~umask,
-        like any new file) and return its path."""
-        for _ in range(100):
-            tmp = self.path.with_name(f".{self.path.name}.coach-{secrets.token_hex(4)}.tmp")
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                continue
-            except OSError as e:
-                raise CoachError(f"cannot write {self.path}: {e.strerror or e}") from e
-            os.close(fd)
-            return tmp
-        raise CoachError(f"cannot write {self.path}: no free temporary file name")
 
     def _discard(self) -> None:
         with contextlib.suppress(OSError):

@@ -557,9 +557,9 @@ def test_ambient_loops_without_a_click_and_fades(tmp_path):
 
 def test_ambient_read_returns_what_was_asked_at_48k_too(tmp_path):
     path = tmp_path / "ambient.wav"
-    sf.write(path, np.full((1000, 2), 0.25, np.float32), RATE, subtype="FLOAT")
-    track = AmbientTrack(path, total=3000, fade_in=0, fade_out=0)
-    out = read_all(track, 3000)
+    sf.write(path, np.full((RATE + 1000, 2), 0.25, np.float32), RATE, subtype="FLOAT")
+    track = AmbientTrack(path, total=3 * RATE, fade_in=0, fade_out=0)
+    out = read_all(track, 3 * RATE)
     # Same rate: no resampler, and a constant signal crossfaded into itself stays constant.
     np.testing.assert_allclose(out, 0.25, atol=1e-6)
 

@@ -20,7 +20,7 @@ from audio_checks import ebur128, ffprobe, heard, onset_by_correlation
 from coach import chimes, mp3
 from coach.chapters import read_chapters, step_chapters
 from coach.mixer import Mixer, SoundBank, session_gain
-from coach.render import RenderOptions, quiet_cuts, render
+from coach.render import MANIFEST, RenderOptions, quiet_cuts, render
 from coach.session import prepare
 from coach.timeline import CHIME, SPEECH
 from coach.units import RATE
@@ -337,9 +337,120 @@ def test_split_writes_one_file_a_step_and_a_playlist_that_add_up(prepared, rende
     assert np.array_equal(np.concatenate(pieces), whole)
     assert all((folder / f).with_suffix(".vtt").read_text().startswith("WEBVTT") for f in files)
     assert not out.exists() and result.written == [folder / "session.m3u"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not 0700
     render(prepared, out, RenderOptions(split=True))  # again: replaces its own folder
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*files, "session.m3u"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*files, "session.m3u", MANIFEST])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_split_never_replaces_a_folder_coach_did_not_write(run_cli, routine_file, tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "My song.mp3").write_bytes(b"ID3 a song I love")
+    (music / "music.m3u").write_text("#EXTM3U\n")
+    before = snapshot(tmp_path)
+    code, out, err = run_cli("render", str(routine_file), "-o", str(music) + ".mp3", "--split")
+    assert (code, out) == (2, "")
+    assert "a folder coach did not write" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["music"]
+
+
+def test_split_refuses_its_own_folder_once_someone_changed_it(run_cli, routine_file, tmp_path):
+    out = tmp_path / "session.wav"
+    assert run_cli("render", str(routine_file), "-o", str(out), "--split")[0] == 0
+    (tmp_path / "session" / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    code, _, err = run_cli("render", str(routine_file), "-o", str(out), "--split")
+    assert code == 2 and "did not write (or one changed since)" in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["routine", "ambient", "ambient-spelled-otherwise", "captions"])
+def test_a_render_never_writes_over_one_of_its_inputs(run_cli, tmp_path, case):
+    routine = tmp_path / ("r.vtt" if case == "captions" else "r.wav")
+    routine.write_text(ROUTINE)
+    track = tmp_path / "a.wav"
+    sf.write(str(track), np.zeros((RATE * 2, 2), np.float32), RATE)
+    args = {
+        "routine": ["-o", str(routine)],
+        "ambient": ["-o", str(track), "--ambient", str(track)],
+        "ambient-spelled-otherwise": [
+            "-o", str(track), "--ambient", str(tmp_path / "x" / ".." / "a.wav")
+        ],
+        "captions": ["-o", str(tmp_path / "r.mp3"), "--captions"],
+    }[case]  # fmt: skip
+    (tmp_path / "x").mkdir()
+    before = snapshot(tmp_path)
+    code, out, err = run_cli("render", str(routine), *args)
+    assert (code, out) == (2, ""), err
+    assert "a render never writes over its inputs" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
+def test_an_output_that_is_a_folder_is_named_as_such(run_cli, routine_file, tmp_path):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    code, out, err = run_cli("render", str(routine_file), "-o", str(folder))
+    assert (code, out) == (2, "")
+    assert err == f"{folder}: is a folder; give a file name such as {folder / 'session.mp3'}\n"
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["one sample", "one hertz", "a fifo"])
+def test_an_ambient_track_that_cannot_loop_is_refused_at_once(routine_file, tmp_path, kind):
+    track = tmp_path / "tiny.wav"
+    if kind == "a fifo":
+        os.mkfifo(track)
+    else:
+        rate, frames = (RATE, 1) if kind == "one sample" else (1, 4)
+        sf.write(str(track), np.full((frames, 2), 0.1, np.float32), rate)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "coach", "render", str(routine_file), "-o",
+         str(tmp_path / "s.wav"), "--ambient", str(track)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert time.monotonic() - started < 10
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and str(track) in done.stderr
+    words = {
+        "one sample": "at least 1 s",
+        "one hertz": "at least 8000 Hz",
+        "a fifo": "regular file",
+    }
+    assert words[kind] in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["tiny.wav"]
+
+
+def test_stale_temporaries_of_our_own_naming_are_swept_by_the_next_render(prepared, tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that no longer runs
+    stale = [
+        f".s.wav.coach-{gone.pid}-1a2b3c4d.tmp",  # killed while writing
+        f".s.vtt.coach-{gone.pid}-zz9yy8xx.tmp",  # its captions
+        ".old.mp3.coach-0123abcd.tmp",  # an older coach's name, two minutes old
+    ]
+    kept = [
+        f".s.wav.coach-{os.getpid()}-5e6f7a8b.tmp",  # a render of this process, under way
+        ".fresh.mp3.coach-4567cdef.tmp",  # older naming, but just made
+        ".notes.tmp",
+        "keep.coach-1-ab.tmp",
+    ]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"partial")
+    staging = tmp_path / f".session.coach-{gone.pid}-0f0f0f0f.tmp"  # a split's staging
+    staging.mkdir()
+    (staging / "01 Warm the oil.wav").write_bytes(b"partial")
+    two_minutes_ago = time.time() - 120
+    os.utime(tmp_path / ".old.mp3.coach-0123abcd.tmp", (two_minutes_ago, two_minutes_ago))
+    render(prepared, tmp_path / "s.wav")
+    assert sorted(os.listdir(tmp_path)) == sorted([*kept, "s.wav"])
 
 
 def test_an_ambient_track_is_looped_faded_and_lowered_under_speech(prepared, rendered, tmp_path):
@@ -414,7 +525,8 @@ def test_the_render_command_reports_what_it_wrote(run_cli, routine_file, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.vtt", "s.wav"]
 
 
-def test_an_interrupted_render_leaves_nothing_behind(routine_file, tmp_path, prepared):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interrupted_render_leaves_nothing_behind(routine_file, tmp_path, prepared, stop):
     out = tmp_path / "long.flac"
     env = dict(os.environ)
     proc = subprocess.Popen(
@@ -440,7 +552,7 @@ def test_an_interrupted_render_leaves_nothing_behind(routine_file, tmp_path, pre
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
