@@ -26,6 +26,7 @@ from coach.errors import CoachError, UsageError
 
 if TYPE_CHECKING:
     from coach.render import RenderOptions
+    from coach.routine import Routine
     from coach.session import Options, Prepared
 
 PLACEHOLDERS = ("{routine}", "{pace}", "{voice}")
@@ -37,6 +38,8 @@ class Job:
     pace: float | None  # None: the routine's own
     voice: str | None  # None: the routine's or the default pack
     out: Path
+    #: The routine as read when the job was planned (so it is not read twice).
+    loaded: Routine | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -83,7 +86,7 @@ def plan(
                 name = template.replace("{routine}", Path(ref).stem)
                 name = name.replace("{pace}", label or _pace_name(routine.pace))
                 name = name.replace("{voice}", pack.id)
-                jobs.append(Job(ref, factor, voice, Path(name)))
+                jobs.append(Job(ref, factor, voice, Path(name), routine))
     seen: dict[Path, Job] = {}
     for job in jobs:
         key = Path(os.path.abspath(job.out))
@@ -123,7 +126,7 @@ def run(
     prepared: dict[int, Prepared] = {}
     for i, job in enumerate(jobs):
         try:
-            p = prepare(job.routine, replace(session, pace=job.pace, voice=job.voice))
+            p = prepare(job.loaded or job.routine, replace(session, pace=job.pace, voice=job.voice))
         except CoachError as e:
             outcomes[i].error = str(e)
             continue

@@ -430,7 +430,7 @@ def _signals_interrupt() -> Iterator[None]:
 def _render_one(args: argparse.Namespace, job: Job, options: RenderOptions) -> int:
     from coach.render import render
 
-    one = argparse.Namespace(**{**vars(args), "routine": job.routine})
+    one = argparse.Namespace(**{**vars(args), "routine": job.loaded or job.routine})
     one.pace, one.voice = job.pace, job.voice
     prepared = _prepare(one)
     result = render(prepared, job.out, options, progress=_progress("rendering", 60 * RATE, clock))

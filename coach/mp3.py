@@ -16,6 +16,8 @@ stays cheap.
 
 from __future__ import annotations
 
+import itertools
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +131,7 @@ class Mp3Piece:
             block = self._resampler.resample_chunk(block)
         self._encode(block)
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytearray:
         """The piece's frames: its whole input and LAME's delay and padding after it."""
         if self._resampler is not None:
             import numpy as np
@@ -140,7 +142,7 @@ class Mp3Piece:
                 )
             )
         self._data += self._enc.flush()
-        return bytes(self._data)
+        return self._data
 
     def _encode(self, block: np.ndarray) -> None:
         import numpy as np
@@ -176,46 +178,55 @@ def _frame_size(header: bytes) -> int:
     )
 
 
-def frame_offsets(data: bytes) -> list[int]:
-    """Where each frame of an MP3 stream (frames only, no tags) starts."""
-    offsets, pos = [], 0
-    while pos < len(data):
-        size = _frame_size(data[pos : pos + 4])
+def frame_sizes(data: bytes | bytearray, limit: int | None = None) -> array[int]:
+    """The byte length of each frame of an MP3 stream (frames only, no tags), of its
+    first `limit` frames if given."""
+    sizes = array("I")
+    pos, view = 0, memoryview(data)
+    while pos < len(data) and (limit is None or len(sizes) < limit):
+        size = _frame_size(view[pos : pos + 4].tobytes())
         if size == 0:
             raise ValueError(f"not an MP3 frame at byte {pos}")
-        offsets.append(pos)
+        sizes.append(size)
         pos += size
-    return offsets
+    return sizes
 
 
-def join(pieces: list[tuple[bytes, Samples]], settings: Mp3Settings, out: IO[bytes]) -> None:
+def frame_offsets(data: bytes | bytearray) -> list[int]:
+    """Where each frame of an MP3 stream (frames only, no tags) starts."""
+    return [0, *itertools.accumulate(frame_sizes(data))][:-1]
+
+
+def join(
+    pieces: Sequence[tuple[bytes | bytearray, Samples]], settings: Mp3Settings, out: IO[bytes]
+) -> None:
     """Write the pieces (each with its length in samples at RATE; all but the last a
     multiple of ``settings.grid``) as one stream to `out`, after an Info frame."""
-    kept: list[bytes] = []
-    sizes: list[int] = []
+    sizes: array[int] = array("I")
+    kept: list[memoryview] = []
     total = 0
     for i, (data, frames) in enumerate(pieces):
-        starts = frame_offsets(data)
-        ends = [*starts[1:], len(data)]
-        keep = len(starts)
+        keep = None
         if i + 1 < len(pieces):
             if frames % settings.grid:
                 raise ValueError(f"piece {i} of {frames} samples is not on the frame grid")
             keep = frames // settings.grid
-            if keep > len(starts):
-                raise ValueError(f"piece {i} has {len(starts)} frames, fewer than {keep}")
-        kept.append(data[: ends[keep - 1]] if keep else b"")
-        sizes += [ends[k] - starts[k] for k in range(keep)]
+        own = frame_sizes(data, keep)
+        if keep is not None and len(own) < keep:
+            raise ValueError(f"piece {i} has {len(own)} frames, fewer than {keep}")
+        kept.append(memoryview(data)[: sum(own)])
+        sizes.extend(own)
         total += frames
     if not sizes:
         raise ValueError("an MP3 stream needs at least one frame")
-    audio = b"".join(kept)
     samples = -(-total * settings.rate // RATE)  # as many as the resampler makes
-    out.write(_info_frame(audio[:4], sizes, samples, settings))
-    out.write(audio)
+    first = next(bytes(k[:4]) for k in kept if len(k))
+    out.write(_info_frame(first, sizes, samples, settings))
+    for part in kept:
+        out.write(part)
 
 
-def _info_frame(first: bytes, sizes: list[int], samples: int, settings: Mp3Settings) -> bytes:
+def _info_frame(first: bytes, sizes: Sequence[int], samples: int, settings: Mp3Settings) -> bytes:
     """A Xing/Info frame with a LAME tag for a stream whose first frame header is
     `first`, whose frames have `sizes` bytes and which holds `samples` at its rate."""
     version = (first[1] >> 3) & 3
@@ -235,12 +246,14 @@ def _info_frame(first: bytes, sizes: list[int], samples: int, settings: Mp3Setti
     if not 0 <= padding < 4096:
         raise ValueError(f"{frames} frames cannot hold {samples} samples after the delay")
     stream_bytes = size + sum(sizes)
-    toc, pos, starts = bytearray(100), size, []
-    for s in sizes:
-        starts.append(pos)
+    # The seek table: where (in 256ths of the stream) each percent of its frames starts.
+    targets = [min(frames - 1, i * frames // 100) for i in range(100)]
+    wanted, starts, pos = set(targets), {}, size
+    for k, s in enumerate(sizes):
+        if k in wanted:
+            starts[k] = pos
         pos += s
-    for i in range(100):
-        toc[i] = min(255, starts[min(frames - 1, i * frames // 100)] * 256 // stream_bytes)
+    toc = bytes(min(255, starts[t] * 256 // stream_bytes) for t in targets)
     vbr = settings.vbr is not None
     frame = bytearray(size)
     frame[:4] = header

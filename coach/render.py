@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from coach.errors import CoachError, UsageError
 from coach.mixer import Mixer, SoundBank, session_gain
 from coach.session import Prepared, pace_label
 from coach.tags import Tags
-from coach.timeline import Timeline
+from coach.timeline import Event, Timeline
 from coach.units import RATE, Samples, to_samples
 from coach.writer import TAGGED, AudioWriter, check_output
 
@@ -154,7 +155,7 @@ def render(
     ext = check_request(out, options, routine_input(prepared.routine.source))
     temporary.sweep(out.parent)
     tl = prepared.timeline
-    bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
+    bank = SharedBank(prepared)
     gain = session_gain(tl, bank)
     result = RenderResult()
     parts = step_chapters(tl)
@@ -204,10 +205,7 @@ def _write_span(
         cuts = quiet_cuts(tl, threads, writer.grid, start, end)
     if len(cuts) > 1:
         bounds = [*cuts, end]
-        sources = [
-            _blocks(tl, bank if i == 0 else _bank(prepared), a, b)
-            for i, (a, b) in enumerate(itertools.pairwise(bounds))
-        ]
+        sources = [_blocks(tl, bank, a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
         report = None if progress is None else (lambda done: progress(start + done, tl.total))
         writer.write_pieces(sources, report)
         return
@@ -226,8 +224,17 @@ def _pump(mixer: Mixer, writer: AudioWriter, end: Samples, progress: Progress) -
             progress(mixer.position, mixer.total)
 
 
-def _bank(prepared: Prepared) -> SoundBank:
-    return SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
+class SharedBank(SoundBank):
+    """A sound bank the threads that mix pieces at once share: one copy of each clip in
+    memory (a bank each would hold its own), its cache behind a lock."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        super().__init__(prepared.clips(), channels=2, volume=prepared.pack.volume)
+        self._lock = threading.Lock()
+
+    def samples(self, event: Event) -> np.ndarray:
+        with self._lock:
+            return super().samples(event)
 
 
 def _blocks(tl: Timeline, bank: SoundBank, start: Samples, end: Samples) -> Iterator[np.ndarray]:

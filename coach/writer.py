@@ -16,7 +16,10 @@ numpy is imported inside functions so that importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
+import platform
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -193,6 +196,8 @@ class AudioWriter:
             raise RuntimeError("AudioWriter.write_pieces after writing")
         if len(sources) > 1 and self.grid is None:
             raise ValueError(f"{self.ext} files are written in one piece")
+        if len(sources) > 1:
+            _share_malloc_arenas()
         self._pieces = [self._encoder.piece() for _ in sources]
         self._lengths = [0] * len(sources)
         stop = threading.Event()
@@ -332,6 +337,17 @@ class AudioWriter:
     def _discard(self) -> None:
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
+
+
+@functools.cache
+def _share_malloc_arenas() -> None:
+    """Have the piece threads share glibc's malloc arena. By default each thread gets an
+    arena of its own, which keeps the blocks that thread freed: a 2-hour MP3 on two
+    threads peaked 50 MB higher than on one (measured), none of it live data."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(-8, 1)  # M_ARENA_MAX (malloc.h)
 
 
 def _fsync_file(path: Path) -> None:
