@@ -5,7 +5,8 @@ caption has at most two lines of at most 42 characters (the usual limits for sub
 a cue too long for one caption is split at its sentences (then at commas, then between
 words), and each part gets a share of the cue's time in proportion to its characters:
 the timeline knows when a cue starts and ends, not when each of its sentences does.
-Chimes get a short bracketed caption ("[bell]", "[switch to your partner's left side]").
+Chimes get a short bracketed caption ("[bell]", "[switch to your partner's left side]";
+"[♪]" in sessions of other languages, which have no words of ours for sounds).
 
 Whatever a routine's text holds, the file stays valid WebVTT: line breaks and blank
 lines (a multi-paragraph ``say: |``) become spaces, control characters are dropped,
@@ -49,8 +50,9 @@ def captions(
 ) -> list[Caption]:
     """The captions of the events that start in [start, end), timed from `start`: every
     spoken cue, and with `sounds` a bracketed caption for each chime. `sides` names the
-    sides in English captions ({"left": "left", ...}); None leaves the bracketed side
-    switch out of the words ("[bell]" only), for sessions in other languages."""
+    sides in English captions ({"left": "left", ...}): "[bell]", "[switch to your
+    partner's left side]"; None, for sessions in other languages, gives a note without
+    words, "[♪]" (the spoken switch cue, in the session's language, follows it)."""
     out: list[Caption] = []
     speech_starts = sorted(e.start for e in events if e.kind == SPEECH)
     for e in events:
@@ -74,7 +76,9 @@ def webvtt(captions: Sequence[Caption]) -> str:
 
 
 def _chime_text(event: Event, sides: Mapping[str, str] | None) -> str:
-    if event.role == "side" and event.side and sides is not None:
+    if sides is None:
+        return "[♪]"
+    if event.role == "side" and event.side:
         return f"[switch to your partner's {sides.get(event.side, event.side)} side]"
     return "[bell]"
 

@@ -131,15 +131,17 @@ def _inside(path: Path, folder: Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def session_tags(prepared: Prepared, title: str | None = None) -> Tags:
+def session_tags(
+    prepared: Prepared, title: str | None = None, track: tuple[int, int] | None = None
+) -> Tags:
     """The tags of a session's file: its title (the routine's, or `title`), artist
-    "coach", the routine as album, and the settings in the comment."""
+    "coach", the routine as album, the settings in the comment (and a track number)."""
     routine = prepared.routine.title
     comment = (
         f"pace {pace_label(prepared.timeline.factor)}, voice {prepared.pack.id} "
         f"({prepared.voice_id}, {prepared.rate} words a minute); made by coach {__version__}"
     )
-    return Tags(title=title or routine, album=routine, comment=comment)
+    return Tags(title=title or routine, album=routine, comment=comment, track=track)
 
 
 def render(
@@ -370,7 +372,8 @@ def _render_split(
         playlist = ["#EXTM3U"]
         for i, part in enumerate(parts):
             name = f"{i + 1:02d} {_slug(part.title)}{ext}"
-            tags = session_tags(prepared, part.title) if ext in TAGGED else None
+            track = (i + 1, len(parts))
+            tags = session_tags(prepared, part.title, track) if ext in TAGGED else None
             with AudioWriter(
                 staging / name, quality=options.quality, meta=Metadata(tags), gain=gain
             ) as writer:

@@ -4,7 +4,8 @@ Every compressed file gets a title (the routine's title), an artist ("coach"), a
 (the routine) and a comment with the settings it was made with (pace, voice). MP3 holds
 them as ID3v2.3 frames (TIT2, TPE1, TALB, COMM), FLAC and Ogg Vorbis as Vorbis comments
 (TITLE, ARTIST, ALBUM, COMMENT), written here after the audio; M4A/M4B and Opus get the
-same four through their muxer (coach.avfiles). WAV gets none.
+same four through their muxer (coach.avfiles). The files of a split session also get
+their track number. WAV gets none.
 
 mutagen is imported inside functions so that importing this module stays cheap.
 """
@@ -25,15 +26,20 @@ class Tags:
     album: str
     comment: str
     artist: str = "coach"
+    #: (this file's number, files in all), for the files of a split session.
+    track: tuple[int, int] | None = None
 
     def as_dict(self) -> dict[str, str]:
-        """The four tags under the names ffmpeg (and so PyAV) uses for every format."""
-        return {
+        """The tags under the names ffmpeg (and so PyAV) uses for every format."""
+        tags = {
             "title": self.title,
             "artist": self.artist,
             "album": self.album,
             "comment": self.comment,
         }
+        if self.track is not None:
+            tags["track"] = f"{self.track[0]}/{self.track[1]}"
+        return tags
 
 
 def write_tags(path: Path, ext: str, tags: Tags) -> None:
@@ -46,12 +52,12 @@ def write_tags(path: Path, ext: str, tags: Tags) -> None:
         if audio.tags is None:
             audio.add_tags()
         for key, value in tags.as_dict().items():
-            audio.tags[key.upper()] = value
+            audio.tags["TRACKNUMBER" if key == "track" else key.upper()] = value
         audio.save(**vorbis_save_options(ext))
 
 
 def _write_id3(path: Path, tags: Tags) -> None:
-    from mutagen.id3 import COMM, ID3, TALB, TIT2, TPE1, ID3NoHeaderError
+    from mutagen.id3 import COMM, ID3, TALB, TIT2, TPE1, TRCK, ID3NoHeaderError
 
     try:
         id3 = ID3(path)
@@ -61,6 +67,8 @@ def _write_id3(path: Path, tags: Tags) -> None:
     id3.setall("TPE1", [TPE1(encoding=3, text=[tags.artist])])
     id3.setall("TALB", [TALB(encoding=3, text=[tags.album])])
     id3.setall("COMM", [COMM(encoding=3, lang="eng", desc="", text=[tags.comment])])
+    if tags.track is not None:
+        id3.setall("TRCK", [TRCK(encoding=3, text=[f"{tags.track[0]}/{tags.track[1]}"])])
     id3.save(path, v2_version=3)
 
 

@@ -251,7 +251,9 @@ def test_formats_that_do_not_join_pieces_take_one_stream(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-TAGS = Tags(title="Upper back basics", album="Upper back basics", comment="pace slow (1.25x)")
+TAGS = Tags(
+    title="Warm the oil", album="Upper back basics", comment="pace slow (1.25x)", track=(2, 8)
+)
 
 
 @needs_ffprobe
@@ -673,7 +675,7 @@ def test_chimes_and_side_switches_get_bracketed_captions_until_the_speech():
         (("Now the left side.",), 30.8, 32.0),
         (("[bell]",), 60.0, 61.5),
     ]
-    assert [c.lines for c in captions(events, 0, RATE * 70, sides=None)][2] == ("[bell]",)
+    assert [c.lines for c in captions(events, 0, RATE * 70, sides=None)][2] == ("[♪]",)
     assert all(c.lines[0][0] != "[" for c in captions(events, 0, RATE * 70, sounds=False))
 
 
