@@ -66,17 +66,35 @@ def _rate(text: str) -> int:
     return value
 
 
-def _session_options() -> argparse.ArgumentParser:
+def _session_options(lists: bool = False) -> argparse.ArgumentParser:
+    """The options every session command takes; with `lists` (render), --pace and
+    --voice take comma-separated lists, each rendered."""
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("session options")
-    g.add_argument("--pace", type=_pace, help="slow, normal, brisk or a factor like 1.2")
+    if lists:
+        g.add_argument(
+            "--pace",
+            type=_paces,
+            metavar="PACE[,PACE...]",
+            help="slow, normal, brisk or a factor like 1.2; a list renders each",
+        )
+    else:
+        g.add_argument("--pace", type=_pace, help="slow, normal, brisk or a factor like 1.2")
     g.add_argument(
         "--length",
         type=_duration,
         metavar="TIME",
         help="fit the whole session to this length, e.g. 20m",
     )
-    g.add_argument("--voice", metavar="PACK", help="voice pack (see `coach list`)")
+    if lists:
+        g.add_argument(
+            "--voice",
+            type=_voices,
+            metavar="PACK[,PACK...]",
+            help="voice pack (see `coach list`); a list renders each",
+        )
+    else:
+        g.add_argument("--voice", metavar="PACK", help="voice pack (see `coach list`)")
     g.add_argument("--rate", type=_rate, metavar="WPM", help="speech rate in words per minute")
     g.add_argument(
         "--no-chimes", dest="chimes", action="store_false", help="no chimes between steps and sides"
@@ -110,21 +128,6 @@ def _quality(text: str) -> str | int:
     if digits.isdigit() and int(digits) > 0:
         return int(digits)
     raise argparse.ArgumentTypeError(f"{text!r} is not a quality (low, normal, high or 64k)")
-
-
-def _render_session_options() -> argparse.ArgumentParser:
-    """The session options as render takes them: --pace and --voice may be lists."""
-    common = _session_options()
-    for action in common._actions:
-        if action.dest == "pace":
-            action.type = _paces
-            action.metavar = "PACE[,PACE...]"
-            action.help = "slow, normal, brisk or a factor like 1.2; a list renders each"
-        elif action.dest == "voice":
-            action.type = _voices
-            action.metavar = "PACK[,PACK...]"
-            action.help = "voice pack (see `coach list`); a list renders each"
-    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser(
         "render",
-        parents=[_render_session_options()],
+        parents=[_session_options(lists=True)],
         help="write the session to an audio file (or a batch of them)",
         description="Write the session to an audio file. Several routines, and "
         "comma-separated --pace and --voice lists, render every combination in "
