@@ -37,6 +37,10 @@ Quality = Literal["low", "normal", "high"]
 ENCODER_DELAY = 576
 #: The lowest LAME quality setting that still sounds clean for speech (0 best, 9 fastest).
 LAME_QUALITY = 7
+#: Digital silence an encoder gets on each side of a cut before it is finished or after
+#: it starts: more than it looks ahead or back (about 2,000 samples at 24 kHz, and the
+#: resampler's few hundred).
+SILENCE_MARGIN: Samples = RATE // 4
 
 
 @dataclass(frozen=True)
@@ -89,60 +93,113 @@ def settings_for(quality: str | int) -> Mp3Settings:
 
 class Mp3Piece:
     """One piece of a session: float32 blocks at RATE in, MP3 frames out (kept in memory:
-    a 36-minute session is a few MB)."""
+    a 36-minute session is a few MB).
+
+    Most of a session is digital silence between cues, and LAME spends as long on a frame
+    of silence as on one of speech. So a long silence (``skip``) is not encoded: the
+    encoder is given SILENCE_MARGIN of it and finished, the middle of the silence becomes
+    copies of one silent frame, and a fresh encoder starts SILENCE_MARGIN before the next
+    sound, on the frame grid: the same joins as between pieces, within one."""
 
     def __init__(self, settings: Mp3Settings, channels: int) -> None:
-        import lameenc
-        import soxr
-
         self.settings = settings
         self.channels = channels
         self.frames_in: Samples = 0
-        self._data = bytearray()
+        self._data = bytearray()  # finished frames
+        self._start: Samples = 0  # where the encoder under way started
+        self._silent_from: Samples | None = None  # where the silence not yet fed began
+        self._open()
+
+    def _open(self) -> None:
+        import lameenc
+        import soxr
+
         enc = lameenc.Encoder()
         enc.silence()  # LAME prints nothing on our stdout
-        enc.set_channels(channels)
-        enc.set_in_sample_rate(settings.rate)
-        enc.set_out_sample_rate(settings.rate)  # else LAME may pick a lower one for VBR
+        enc.set_channels(self.channels)
+        enc.set_in_sample_rate(self.settings.rate)
+        enc.set_out_sample_rate(self.settings.rate)  # else LAME may pick a lower one for VBR
         enc.set_quality(LAME_QUALITY)
-        if settings.vbr is not None:
+        if self.settings.vbr is not None:
             enc.set_vbr(4)  # LAME's default VBR method (mtrh)
-            enc.set_vbr_quality(settings.vbr)
+            enc.set_vbr_quality(self.settings.vbr)
         else:
-            enc.set_bit_rate(settings.kbps)
+            enc.set_bit_rate(self.settings.kbps)
         self._enc = enc
+        self._encoded = bytearray()
         # Medium quality is soxr's 16-bit one: the samples go to LAME as 16 bits.
         self._resampler = (
-            soxr.ResampleStream(RATE, settings.rate, channels, dtype="float32", quality="MQ")
-            if settings.rate != RATE
+            soxr.ResampleStream(
+                RATE, self.settings.rate, self.channels, dtype="float32", quality="MQ"
+            )
+            if self.settings.rate != RATE
             else None
         )
 
     def skip(self, frames: int) -> None:
-        """Append `frames` of silence."""
-        import numpy as np
-
-        self.write(np.zeros((frames, self.channels), dtype=np.float32))
+        """Append `frames` of digital silence."""
+        if self._silent_from is None:
+            self._silent_from = self.frames_in
+        self.frames_in += frames
 
     def write(self, block: np.ndarray) -> None:
         """Append float32 samples at RATE, shape (frames, channels), within [-1, 1]."""
+        self._settle()
         self.frames_in += len(block)
+        self._feed(block)
+
+    def finish(self) -> bytearray:
+        """The piece's frames: its whole input, and LAME's delay and padding after it."""
+        if self._silent_from is not None:
+            self._zeros(self.frames_in - self._silent_from)
+            self._silent_from = None
+        self._data += self._close()
+        return self._data
+
+    def _settle(self) -> None:
+        """Deal with the silence since `_silent_from`, now that sound follows it."""
+        if self._silent_from is None:
+            return
+        grid = self.settings.grid
+        begin, end = self._silent_from, self.frames_in
+        self._silent_from = None
+        close = -(-(begin + SILENCE_MARGIN) // grid) * grid
+        reopen = (end - SILENCE_MARGIN) // grid * grid
+        if reopen - close < grid or close <= self._start:
+            self._zeros(end - begin)
+            return
+        self._zeros(close - begin)
+        frames = self._close()
+        keep = (close - self._start) // grid
+        sizes = frame_sizes(frames, keep)
+        if len(sizes) < keep:
+            raise ValueError(f"LAME made {len(sizes)} frames, fewer than {keep}")
+        self._data += memoryview(frames)[: sum(sizes)]
+        self._data += silent_frame(self.settings, self.channels) * ((reopen - close) // grid)
+        self._start = reopen
+        self._open()
+        self._zeros(end - reopen)
+
+    def _zeros(self, frames: int) -> None:
+        import numpy as np
+
+        for done in range(0, frames, RATE):
+            self._feed(np.zeros((min(RATE, frames - done), self.channels), dtype=np.float32))
+
+    def _feed(self, block: np.ndarray) -> None:
         if self._resampler is not None:
             block = self._resampler.resample_chunk(block)
         self._encode(block)
 
-    def finish(self) -> bytearray:
-        """The piece's frames: its whole input and LAME's delay and padding after it."""
+    def _close(self) -> bytearray:
+        """Finish the encoder under way; its frames."""
         if self._resampler is not None:
             import numpy as np
 
-            self._encode(
-                self._resampler.resample_chunk(
-                    np.zeros((0, self.channels), dtype=np.float32), last=True
-                )
-            )
-        self._data += self._enc.flush()
-        return self._data
+            empty = np.zeros((0, self.channels), dtype=np.float32)
+            self._encode(self._resampler.resample_chunk(empty, last=True))
+        self._encoded += self._enc.flush()
+        return self._encoded
 
     def _encode(self, block: np.ndarray) -> None:
         import numpy as np
@@ -152,7 +209,18 @@ class Mp3Piece:
         scaled = np.multiply(block, 32768, dtype=np.float32)
         np.rint(scaled, out=scaled)
         np.clip(scaled, -32768, 32767, out=scaled)
-        self._data += self._enc.encode(scaled.astype("<i2").tobytes())
+        self._encoded += self._enc.encode(scaled.astype("<i2").tobytes())
+
+
+def silent_frame(settings: Mp3Settings, channels: int) -> bytes:
+    """One frame of digital silence: a header, side information of zeros (no bits for
+    any granule, no bit reservoir), at the stream's rate and bitrate (the least, for VBR)."""
+    version = 3 if settings.frame == 1152 else 2
+    rate_index = _RATES[version].index(settings.rate)
+    index = _KBPS[version].index(settings.kbps) if settings.kbps else 1
+    mode = 0b01 if channels == 2 else 0b11  # joint stereo, as LAME writes; or mono
+    header = bytes([0xFF, 0xE0 | version << 3 | 0b011, index << 4 | rate_index << 2, mode << 6])
+    return header + bytes(_frame_size(header) - 4)
 
 
 # -- frames ---------------------------------------------------------------------------

@@ -222,7 +222,7 @@ def lag(reference: np.ndarray, decoded: np.ndarray, at: int, span: int) -> int:
 
 
 @needs_ffprobe
-def test_mp3_pieces_encoded_at_once_join_without_a_gap_or_a_click(tmp_path):
+def test_mp3_pieces_encoded_at_once_and_silences_skipped_join_without_a_gap_or_a_click(tmp_path):
     x = bursts(12.0, [0.5, 2.5, 4.6, 7.1, 9.3, 11.0])
     grid = mp3.QUALITIES["normal"].grid
     cuts = [0, round(3.6 * RATE) // grid * grid, round(8.3 * RATE) // grid * grid, len(x)]
@@ -231,6 +231,8 @@ def test_mp3_pieces_encoded_at_once_join_without_a_gap_or_a_click(tmp_path):
         assert out.grid == grid
         out.write_pieces([in_blocks(x[a:b]) for a, b in itertools.pairwise(cuts)])
         out.commit()
+    # The long silences were not encoded: they are copies of one silent frame.
+    assert mp3.silent_frame(mp3.QUALITIES["normal"], 2) * 20 in path.read_bytes()
     decoded, rate = decode(path)
     want = at_rate(x, rate)
     assert len(decoded) == len(want) == sf.info(path).frames
