@@ -124,41 +124,41 @@ def run(
 
     outcomes = [Outcome(job) for job in jobs]
     prepared: dict[int, Prepared] = {}
-    for i, job in enumerate(jobs):
-        try:
-            p = prepare(job.loaded or job.routine, replace(session, pace=job.pace, voice=job.voice))
-        except CoachError as e:
-            outcomes[i].error = str(e)
-            continue
-        prepared[i] = p
-        outcomes[i].length = p.timeline.total
-        if on_prepared is not None:
-            on_prepared(job, p)
-    total_work = sum(p.timeline.total for p in prepared.values()) or 1
-    done_work = {i: 0 for i in prepared}
+    done_work: dict[int, int] = {}
     cores = workers or _cores()
-    pool_size = max(1, min(cores, len(prepared)))
+    pool_size = max(1, min(cores, len(jobs)))
     options = replace(render_options, threads=max(1, cores // pool_size))
 
     def report() -> None:
         if progress is not None:
             finished = sum(1 for o in outcomes if o.written or o.error)
             failed = sum(1 for o in outcomes if o.error)
-            fraction = sum(done_work.values()) / total_work
-            progress(Status(len(jobs), finished, failed, fraction))
+            total_work = sum(p.timeline.total for p in prepared.values()) or 1
+            progress(Status(len(jobs), finished, failed, sum(done_work.values()) / total_work))
 
-    if not prepared:
-        report()
-        return outcomes
     ctx = multiprocessing.get_context("spawn")
     messages: Any = ctx.Queue()
+    futures: dict[Future[Any], int] = {}
     with ProcessPoolExecutor(
         pool_size, mp_context=ctx, initializer=_start_worker, initargs=(messages,)
     ) as pool:
-        futures: dict[Future[Any], int] = {
-            pool.submit(_render_job, i, p, jobs[i].out, options): i for i, p in prepared.items()
-        }
         try:
+            # Each job goes to a worker as soon as it is prepared, so the workers start
+            # and render while the next ones are prepared here.
+            for i, job in enumerate(jobs):
+                try:
+                    p = prepare(
+                        job.loaded or job.routine, replace(session, pace=job.pace, voice=job.voice)
+                    )
+                except CoachError as e:
+                    outcomes[i].error = str(e)
+                    continue
+                prepared[i], done_work[i] = p, 0
+                outcomes[i].length = p.timeline.total
+                if on_prepared is not None:
+                    on_prepared(job, p)
+                futures[pool.submit(_render_job, i, p, job.out, options)] = i
+            report()
             pending = set(futures)
             while pending:
                 with contextlib.suppress(queue.Empty):
