@@ -30,7 +30,9 @@ from coach.timetext import clock, parse_duration
 from coach.units import RATE
 
 if TYPE_CHECKING:
+    from coach.batch import Job
     from coach.live import Player
+    from coach.render import RenderOptions
     from coach.session import Prepared
     from coach.timeline import Event
 
@@ -114,17 +116,35 @@ def _rate(text: str) -> int:
     return value
 
 
-def _session_options() -> _Parser:
+def _session_options(lists: bool = False) -> _Parser:
+    """The options every session command takes; with `lists` (render), --pace and
+    --voice take comma-separated lists, each rendered."""
     common = _Parser(add_help=False)
     g = common.add_argument_group("session options")
-    g.add_argument("--pace", type=_pace, help="slow, normal, brisk or a factor like 1.2")
+    if lists:
+        g.add_argument(
+            "--pace",
+            type=_paces,
+            metavar="PACE[,PACE...]",
+            help="slow, normal, brisk or a factor like 1.2; a list renders each",
+        )
+    else:
+        g.add_argument("--pace", type=_pace, help="slow, normal, brisk or a factor like 1.2")
     g.add_argument(
         "--length",
         type=_length,
         metavar="TIME",
         help="fit the whole session to this length, e.g. 20m",
     )
-    g.add_argument("--voice", type=_voice, metavar="PACK", help="voice pack (see `coach list`)")
+    if lists:
+        g.add_argument(
+            "--voice",
+            type=_voices,
+            metavar="PACK[,PACK...]",
+            help="voice pack (see `coach list`); a list renders each",
+        )
+    else:
+        g.add_argument("--voice", type=_voice, metavar="PACK", help="voice pack (see `coach list`)")
     g.add_argument("--rate", type=_rate, metavar="WPM", help="speech rate in words per minute")
     g.add_argument(
         "--no-chimes", dest="chimes", action="store_false", help="no chimes between steps and sides"
@@ -136,6 +156,31 @@ def _session_options() -> _Parser:
         help="a countdown cue this long before every step ends (0: none)",
     )
     return common
+
+
+def _paces(text: str) -> list[tuple[str, float]]:
+    """A comma-separated list of paces, each kept as written (for file names)."""
+    return [(part.strip(), _pace(part)) for part in text.split(",")]
+
+
+def _voices(text: str) -> list[str]:
+    """A comma-separated list of voice packs, each one as `_voice` takes it."""
+    if not text.strip():
+        return [_voice(text)]
+    voices = [part.strip() for part in text.split(",")]
+    if not all(voices):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of voice packs (A,B)")
+    return voices
+
+
+def _quality(text: str) -> str | int:
+    text = text.strip().lower()
+    if text in ("low", "normal", "high"):
+        return text
+    digits = text.removesuffix("k").removesuffix("kbps").removesuffix("kb/s")
+    if digits.isdigit() and int(digits) > 0:
+        return int(digits)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a quality (low, normal, high or 64k)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,18 +228,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|INDEX",
         help="the microphone for --listen (default: the system's); implies --listen",
     )
-    p = sub.add_parser("render", parents=[common], help="write the session to an audio file")
-    p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
+    p = sub.add_parser(
+        "render",
+        parents=[_session_options(lists=True)],
+        help="write the session to an audio file (or a batch of them)",
+        description="Write the session to an audio file. Several routines, and "
+        "comma-separated --pace and --voice lists, render every combination in "
+        "parallel, to files named by OUT's {routine}, {pace} and {voice}.",
+    )
+    p.add_argument(
+        "routine", nargs="+", metavar="ROUTINE", help="a built-in routine's name or a file"
+    )
     p.add_argument(
         "-o",
         "--output",
         required=True,
-        type=Path,
         metavar="OUT",
-        help="the file to write: .wav, .flac, .ogg or .mp3",
+        help="the file to write: .mp3, .m4b, .m4a, .opus, .ogg, .flac or .wav; for a "
+        "batch a template such as 'out/{routine}-{pace}-{voice}.mp3'",
+    )
+    p.add_argument(
+        "--quality",
+        type=_quality,
+        default="normal",
+        metavar="low|normal|high|KBPS",
+        help="for compressed files (default normal: speech and bells at a phone's "
+        "size), or a bitrate in kb/s",
     )
     p.add_argument("--captions", action="store_true", help="also write OUT's name .vtt")
-    p.add_argument("--chapters", action="store_true", help="one chapter a step (mp3, flac, ogg)")
+    p.add_argument(
+        "--chapters", action="store_true", help="one chapter a step (all formats but .wav)"
+    )
     p.add_argument(
         "--split",
         action="store_true",
@@ -505,20 +569,55 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from coach.render import RenderOptions, check_request, render
+    from coach.batch import plan
+    from coach.render import RenderOptions, check_request, routine_input
 
+    if args.length is not None and args.pace is not None:
+        raise UsageError("use --pace or --length, not both (--length sets the pace itself)")
     options = RenderOptions(
-        captions=args.captions, chapters=args.chapters, split=args.split, ambient=args.ambient
+        captions=args.captions,
+        chapters=args.chapters,
+        split=args.split,
+        ambient=args.ambient,
+        quality=args.quality,
     )
-    check_request(args.output, options)  # before the work, not after it
-    prepared = _prepare(args)
-    result = render(
-        prepared, args.output, options, progress=_progress("rendering", 60 * RATE, clock)
-    )
+    jobs = plan(args.routine, args.pace, args.voice, args.output)
+    inputs = [i for routine in args.routine for i in routine_input(routine)]
+    for job in jobs:
+        check_request(job.out, options, inputs)  # before the work, not after it
+    with _signals_interrupt():
+        if len(jobs) == 1:
+            return _render_one(args, jobs[0], options)
+        return _render_batch(args, jobs, options)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a render as Ctrl-C does, so it cleans up after itself."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    names = ("SIGTERM", "SIGHUP")
+    signals = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    before = {s: signal.signal(s, stop) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def _render_one(args: argparse.Namespace, job: Job, options: RenderOptions) -> int:
+    from coach.render import render
+
+    one = argparse.Namespace(**{**vars(args), "routine": job.loaded or job.routine})
+    one.pace, one.voice = job.pace, job.voice
+    prepared = _prepare(one)
+    result = render(prepared, job.out, options, progress=_progress("rendering", 60 * RATE, clock))
     tl = prepared.timeline
-    main_file = result.written[0]
     print(
-        f"wrote {main_file} ({clock(tl.total)}, {len(tl.segments)} runs of "
+        f"wrote {result.written[0]} ({clock(tl.total)}, {len(tl.segments)} runs of "
         f"{len(prepared.routine.steps)} steps)"
     )
     for extra in result.written[1:]:
@@ -545,6 +644,46 @@ def step_hints(prepared: Prepared) -> list[dict[str, object]]:
                 },
             }
     return list(steps.values())
+
+
+def _render_batch(args: argparse.Namespace, jobs: list[Job], options: RenderOptions) -> int:
+    from coach import batch
+    from coach.session import Options
+
+    session = Options(
+        length=args.length,
+        rate=args.rate,
+        chimes=args.chimes,
+        countdown=args.countdown,
+    )
+    shown = sys.stderr.isatty()
+
+    def show(status: batch.Status) -> None:
+        if shown:
+            failed = f", {status.failed} failed" if status.failed else ""
+            print(
+                f"\rrendering {status.jobs} sessions: {status.done} done{failed} "
+                f"({100 * status.fraction:.0f}%)",
+                end="\n" if status.done == status.jobs else "",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    outcomes = batch.run(jobs, session, options, progress=show)
+    failed = 0
+    for outcome in outcomes:
+        if outcome.error is not None:
+            failed += 1
+            print(f"failed: {outcome.job.out}: {outcome.error}", file=sys.stderr)
+            continue
+        print(f"wrote {outcome.written[0]} ({clock(outcome.length)})")
+        for extra in outcome.written[1:]:
+            print(f"wrote {extra}")
+        for warning in outcome.warnings:
+            print(f"warning: {outcome.job.out}: {warning}")
+    if failed:
+        print(f"{failed} of {len(jobs)} renders failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def format_table(prepared: Prepared) -> str:

@@ -3,33 +3,51 @@
 The mixer makes the samples block by block and the writer streams them to a temporary
 file that is moved into place only when complete, so memory does not grow with the
 session's length and an interrupted render leaves nothing behind. Captions (WebVTT),
-chapters (one a step) and the split into one file a step all come from the timeline.
+chapters (one a step), tags and the split into one file a step all come from the
+timeline.
+
+A format whose encoder joins pieces (MP3) is rendered on every core at once: the session
+is cut where the timeline is silent (``quiet_cuts``), and each piece is mixed and encoded
+on a thread of its own, from its own mixer. The session's gain is applied by the writer,
+on the way to the encoder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from coach import audiofile
+from coach import __version__, temporary
+from coach.ambient import AmbientTrack
+from coach.captions import captions, webvtt
+from coach.chapters import Chapter, chapter_support, step_chapters
+from coach.encoders import Metadata, Quality
 from coach.errors import CoachError, UsageError
 from coach.mixer import Mixer, SoundBank, session_gain
-from coach.session import Prepared
-from coach.timeline import SPEECH, Event, Timeline
-from coach.timetext import stamp
+from coach.session import Prepared, pace_label
+from coach.tags import Tags
+from coach.timeline import Event, Timeline
 from coach.units import RATE, Samples, to_samples
+from coach.writer import TAGGED, AudioWriter, check_output
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Frames the mixer makes at a time while rendering (a second: larger blocks cost less
 #: per sample, and a second of stereo float is only 384 kB).
 BLOCK: Samples = RATE
 FADE_IN: Samples = to_samples(3.0)
 FADE_OUT: Samples = to_samples(5.0)
+#: Silence a cut between pieces keeps on each side: more than an encoder looks ahead or
+#: back (LAME: about 2,000 samples at 24 kHz; the resampler: a few hundred).
+QUIET_MARGIN: Samples = to_samples(0.25)
 
 
 #: Told (frames done, frames in all) as a render goes.
@@ -42,6 +60,9 @@ class RenderOptions:
     chapters: bool = False
     split: bool = False
     ambient: Path | None = None
+    quality: Quality = "normal"
+    #: Threads a render may use (None: one a core).
+    threads: int | None = None
 
 
 @dataclass
@@ -50,43 +71,77 @@ class RenderResult:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Part:
-    """A stretch of the session with a title: a step, for chapters and split files."""
-
-    title: str
-    start: Samples
-    end: Samples
+#: Something a render reads, to be kept from being written over: (what it is, where).
+Input = tuple[str, Path]
 
 
-def step_parts(timeline: Timeline) -> list[Part]:
-    """One part a step, from its first run's start to the next step's start; the last
-    also holds the closing, so the parts tile the whole session."""
-    firsts: dict[int, tuple[Samples, str]] = {}
-    for seg in timeline.segments:
-        firsts.setdefault(seg.step, (seg.start, seg.title))
-    starts = sorted(firsts.values())
-    parts = []
-    for i, (start, title) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else timeline.total
-        parts.append(Part(title, start, end))
-    return parts
-
-
-def check_request(out: Path, options: RenderOptions) -> str:
-    """Everything about a render request that can be checked before any work."""
-    ext = audiofile.check_output(out)
+def check_request(out: Path, options: RenderOptions, inputs: Sequence[Input] = ()) -> str:
+    """Everything about a render request that can be checked before any work: the output
+    (its format and folder), that no output is one of the `inputs` (nor, for a split,
+    holds one), the ambient track, and that a split's folder is one coach may replace."""
+    ext = check_output(out, options.quality)
     if options.ambient is not None:
-        with audiofile.AmbientTrack(options.ambient, 1, 0, 0):
+        inputs = [*inputs, ("the --ambient track", options.ambient)]
+    for target in _outputs(out, options):
+        for what, path in inputs:
+            if _same(path, target) or (options.split and _inside(path, target)):
+                where = "is" if _same(path, target) else "holds"
+                raise UsageError(
+                    f"{target}: {where} {what}; a render never writes over its inputs, "
+                    "so choose another -o"
+                )
+    if options.ambient is not None:
+        with AmbientTrack(options.ambient, 1, 0, 0):
             pass  # opening it checks that it is there and is audio
     if options.split:
         folder = split_folder(out)
-        if folder.exists() and not _is_our_split(folder, out):
+        if folder.exists() and not _is_our_split(folder):
             raise UsageError(
-                f"{folder} already exists and is not a split session made by coach; "
-                "remove it or choose another -o"
+                f"{folder}: a folder coach did not write (or one changed since); remove it "
+                "or choose another -o"
             )
     return ext
+
+
+def routine_input(routine: str) -> list[Input]:
+    """The routine file a render reads, as an input (none for one that is not a file)."""
+    from coach.routine import find_routine
+
+    try:
+        path, _ = find_routine(routine)
+    except CoachError:
+        return []
+    return [("the routine file", path)]
+
+
+def _outputs(out: Path, options: RenderOptions) -> list[Path]:
+    if options.split:
+        return [split_folder(out)]
+    return [out, out.with_suffix(".vtt")] if options.captions else [out]
+
+
+def _same(a: Path, b: Path) -> bool:
+    with contextlib.suppress(OSError):
+        if os.path.samefile(a, b):
+            return True
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def session_tags(
+    prepared: Prepared, title: str | None = None, track: tuple[int, int] | None = None
+) -> Tags:
+    """The tags of a session's file: its title (the routine's, or `title`), artist
+    "coach", the routine as album, the settings in the comment (and a track number)."""
+    routine = prepared.routine.title
+    comment = (
+        f"pace {pace_label(prepared.timeline.factor)}, voice {prepared.pack.id} "
+        f"({prepared.voice_id}, {prepared.rate} words a minute); made by coach {__version__}"
+    )
+    return Tags(title=title or routine, album=routine, comment=comment, track=track)
 
 
 def render(
@@ -97,55 +152,144 @@ def render(
     progress: Progress = None,
 ) -> RenderResult:
     """Write the session. Raises CoachError subclasses; on any error or interruption
-    nothing new is left at `out` (or its split folder, captions)."""
-    ext = check_request(out, options)
+    nothing new is left at `out` (or its split folder, captions). Stale temporaries of
+    earlier renders in `out`'s folder (a process killed outright) are removed first."""
+    ext = check_request(out, options, routine_input(prepared.routine.source))
+    temporary.sweep(out.parent)
     tl = prepared.timeline
-    bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
-    ambient = None
-    if options.ambient is not None:
-        ambient = audiofile.AmbientTrack(options.ambient, tl.total, FADE_IN, FADE_OUT)
-    with contextlib.closing(ambient) if ambient is not None else contextlib.nullcontext():
-        mixer = Mixer(tl, bank, under=ambient, gain=session_gain(tl, bank))
-        return _render(mixer, out, ext, options, progress)
-
-
-def _render(
-    mixer: Mixer, out: Path, ext: str, options: RenderOptions, progress: Progress
-) -> RenderResult:
-    tl = mixer.timeline
+    bank = SharedBank(prepared)
+    gain = session_gain(tl, bank)
     result = RenderResult()
-    parts = step_parts(tl)
+    parts = step_chapters(tl)
     if options.split:
-        _render_split(mixer, out, ext, parts, options, result, progress)
-    else:
-        vtt = out.with_suffix(".vtt") if options.captions else None
-        with audiofile.AudioWriter(out, channels=2) as writer, _pending_text(vtt) as pending:
-            _pump(mixer, writer, tl.total, progress)
-            if options.chapters:
-                if audiofile.chapter_support(ext):
-                    writer.add_chapters([audiofile.Chapter(p.title, p.start, p.end) for p in parts])
-                    result.notes.append(f"{len(parts)} chapters, one a step")
-                else:
-                    result.notes.append(
-                        f"{ext} files cannot hold chapters; use .mp3, .flac or .ogg for them"
-                    )
-            if pending is not None:
-                pending.write_text(webvtt(tl.events, 0, tl.total), encoding="utf-8")
-            writer.commit()
-            if pending is not None and vtt is not None:
-                os.replace(pending, vtt)
-        result.written.append(out)
-        if vtt is not None:
-            result.written.append(vtt)
+        _render_split(prepared, bank, gain, out, ext, parts, options, result, progress)
+        return result
+    vtt = out.with_suffix(".vtt") if options.captions else None
+    chapters: list[Chapter] = []
+    if options.chapters:
+        if chapter_support(ext):
+            chapters = parts
+            result.notes.append(f"{len(parts)} chapters, one a step")
+        else:
+            result.notes.append(f"{ext} files cannot hold chapters; use .mp3, .m4b or .opus")
+    tags = session_tags(prepared) if ext in TAGGED else None
+    with (
+        AudioWriter(out, quality=options.quality, meta=Metadata(tags, chapters), gain=gain) as w,
+        _pending_text(vtt) as pending,
+    ):
+        _write_span(prepared, bank, w, 0, tl.total, options, progress)
+        if pending is not None:
+            pending.write_text(_captions(prepared, 0, tl.total), encoding="utf-8")
+        w.commit()
+        if pending is not None and vtt is not None:
+            os.replace(pending, vtt)
+    result.written.append(out)
+    if vtt is not None:
+        result.written.append(vtt)
     return result
 
 
-def _pump(mixer: Mixer, writer: audiofile.AudioWriter, end: Samples, progress: Progress) -> None:
+def _write_span(
+    prepared: Prepared,
+    bank: SoundBank,
+    writer: AudioWriter,
+    start: Samples,
+    end: Samples,
+    options: RenderOptions,
+    progress: Progress,
+) -> None:
+    """Mix [start, end) of the session into the writer: in pieces on several threads
+    when its encoder joins them, else block after block."""
+    tl = prepared.timeline
+    threads = options.threads or _cores()
+    cuts = [start]
+    if writer.grid is not None and threads > 1 and options.ambient is None:
+        cuts = quiet_cuts(tl, threads, writer.grid, start, end)
+    if len(cuts) > 1:
+        bounds = [*cuts, end]
+        sources = [_blocks(tl, bank, a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+        report = None if progress is None else (lambda done: progress(start + done, tl.total))
+        writer.write_pieces(sources, report)
+        return
+    ambient = None
+    if options.ambient is not None:
+        ambient = AmbientTrack(options.ambient, tl.total, FADE_IN, FADE_OUT)
+    with contextlib.closing(ambient) if ambient is not None else contextlib.nullcontext():
+        _pump(Mixer(tl, bank, under=ambient, start=start), writer, end, progress)
+
+
+def _pump(mixer: Mixer, writer: AudioWriter, end: Samples, progress: Progress) -> None:
     """Mix up to `end` into the writer, reporting progress through the whole session."""
     while mixer.position < end:
         writer.write(mixer.read(min(BLOCK, end - mixer.position)))
         if progress is not None:
             progress(mixer.position, mixer.total)
+
+
+class SharedBank(SoundBank):
+    """A sound bank the threads that mix pieces at once share: one copy of each clip in
+    memory (a bank each would hold its own), its cache behind a lock."""
+
+    def __init__(self, prepared: Prepared) -> None:
+        super().__init__(prepared.clips(), channels=2, volume=prepared.pack.volume)
+        self._lock = threading.Lock()
+
+    def samples(self, event: Event) -> np.ndarray:
+        with self._lock:
+            return super().samples(event)
+
+
+def _blocks(tl: Timeline, bank: SoundBank, start: Samples, end: Samples) -> Iterator[np.ndarray]:
+    """The mix of [start, end), a block at a time, from a mixer of its own."""
+    mixer = Mixer(tl, bank, start=start)
+    while mixer.position < end:
+        yield mixer.read(min(BLOCK, end - mixer.position))
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def quiet_cuts(
+    timeline: Timeline,
+    pieces: int,
+    grid: Samples,
+    start: Samples = 0,
+    end: Samples | None = None,
+    margin: Samples = QUIET_MARGIN,
+) -> list[Samples]:
+    """Where to cut [start, end) into about `pieces` pieces of similar length: `start`,
+    then points on `grid` that no event comes within `margin` of (the mix is exact
+    digital silence around them). Fewer points when the timeline has no such silence."""
+    end = timeline.total if end is None else end
+    spans = sorted((e.start, e.end) for e in timeline.events if e.end > start and e.start < end)
+    quiet: list[tuple[Samples, Samples]] = []  # ranges a cut may fall in
+    edge = start
+    for a, b in [*spans, (end, end)]:
+        lo = -(-(edge + margin) // grid) * grid
+        hi = (min(a, end) - margin) // grid * grid
+        if start < lo <= hi:
+            quiet.append((lo, hi))
+        edge = max(edge, b)
+    cuts = [start]
+    for k in range(1, pieces):
+        ideal = start + (end - start) * k // pieces
+        best = None
+        for lo, hi in quiet:
+            point = min(max(ideal // grid * grid, lo), hi)
+            if point > cuts[-1] and (best is None or abs(point - ideal) < abs(best - ideal)):
+                best = point
+        if best is not None:
+            cuts.append(best)
+    return cuts
+
+
+def _captions(prepared: Prepared, start: Samples, end: Samples) -> str:
+    english = prepared.pack.language.split("-")[0] == "en"
+    sides = {s: prepared.pack.phrases.side(s) for s in ("left", "right")} if english else None
+    return webvtt(captions(prepared.timeline.events, start, end, sides=sides))
 
 
 @contextlib.contextmanager
@@ -154,27 +298,51 @@ def _pending_text(final: Path | None) -> Iterator[Path | None]:
     if final is None:
         yield None
         return
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".coach-tmp", dir=final.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp makes it private; the result is an ordinary file
+    name = temporary.new_file(final)
     try:
-        yield Path(name)
+        yield name
     finally:
-        Path(name).unlink(missing_ok=True)
+        name.unlink(missing_ok=True)
 
 
 def split_folder(out: Path) -> Path:
     return out.with_suffix("")
 
 
-def _is_our_split(folder: Path, out: Path) -> bool:
-    return (
-        folder.is_dir()
-        and (folder / f"{out.stem}.m3u").is_file()
-        and all(p.suffix in (*audiofile.FORMATS, ".m3u", ".vtt") for p in folder.iterdir())
-    )
+#: The list a split folder keeps of the files coach wrote into it.
+MANIFEST = ".coach-split"
+_MANIFEST_HEADER = "# coach split session: the files coach wrote here, with their sizes"
+
+
+def _is_our_split(folder: Path) -> bool:
+    """Whether `folder` holds exactly what a split render wrote there: every file its
+    manifest lists, at the size listed, and nothing else."""
+    try:
+        lines = (folder / MANIFEST).read_text(encoding="utf-8").splitlines()
+        present = {
+            p.name: p.stat().st_size
+            for p in folder.iterdir()
+            if p.name != MANIFEST and not p.is_symlink()
+        }
+        if any(p.is_dir() or p.is_symlink() for p in folder.iterdir()):
+            return False
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not lines or lines[0] != _MANIFEST_HEADER:
+        return False
+    listed = {}
+    for line in lines[1:]:
+        size, _, name = line.partition("\t")
+        if not size.isdigit() or not name:
+            return False
+        listed[name] = int(size)
+    return listed == present
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.iterdir() if p.name != MANIFEST)
+    lines = [_MANIFEST_HEADER, *(f"{p.stat().st_size}\t{p.name}" for p in files)]
+    (folder / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _slug(title: str) -> str:
@@ -182,10 +350,12 @@ def _slug(title: str) -> str:
 
 
 def _render_split(
-    mixer: Mixer,
+    prepared: Prepared,
+    bank: SoundBank,
+    gain: float,
     out: Path,
     ext: str,
-    parts: list[Part],
+    parts: list[Chapter],
     options: RenderOptions,
     result: RenderResult,
     progress: Progress,
@@ -193,48 +363,49 @@ def _render_split(
     """One file a step in a folder named after OUT, with an .m3u playlist; the folder is
     made under a temporary name and moved into place whole."""
     folder = split_folder(out)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".coach-tmp", dir=folder.parent)
-    )
+    ambient = None
+    if options.ambient is not None:
+        ambient = AmbientTrack(options.ambient, prepared.timeline.total, FADE_IN, FADE_OUT)
+    mixer = Mixer(prepared.timeline, bank, under=ambient)
+    staging = temporary.new_folder(folder)
     try:
         playlist = ["#EXTM3U"]
         for i, part in enumerate(parts):
             name = f"{i + 1:02d} {_slug(part.title)}{ext}"
-            with audiofile.AudioWriter(staging / name, channels=2) as writer:
+            track = (i + 1, len(parts))
+            tags = session_tags(prepared, part.title, track) if ext in TAGGED else None
+            with AudioWriter(
+                staging / name, quality=options.quality, meta=Metadata(tags), gain=gain
+            ) as writer:
                 _pump(mixer, writer, part.end, progress)
                 writer.commit()
             if options.captions:
-                text = webvtt(mixer.timeline.events, part.start, part.end)
+                text = _captions(prepared, part.start, part.end)
                 (staging / name).with_suffix(".vtt").write_text(text, encoding="utf-8")
             seconds = round((part.end - part.start) / RATE)
             playlist += [f"#EXTINF:{seconds},{part.title}", name]
         (staging / f"{out.stem}.m3u").write_text("\n".join(playlist) + "\n", encoding="utf-8")
+        _write_manifest(staging)
         if options.chapters:
             result.notes.append("--chapters is not needed with --split: each step is a file")
         old = None
         if folder.exists():
-            old = folder.with_name(f".{folder.name}.coach-old")
-            shutil.rmtree(old, ignore_errors=True)
+            # Checked again now: the folder may have changed while we rendered.
+            if not _is_our_split(folder):
+                raise UsageError(
+                    f"{folder}: a folder coach did not write (or one changed since); "
+                    "remove it or choose another -o"
+                )
+            old = temporary.name_for(folder)
             os.replace(folder, old)
         os.replace(staging, folder)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            temporary.remove(old)
     except OSError as exc:
         raise CoachError(f"cannot write {folder}: {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        temporary.remove(staging)
+        if ambient is not None:
+            ambient.close()
     result.written += [folder / f"{out.stem}.m3u"]
     result.notes.append(f"{len(parts)} files, one a step, in {folder}")
-
-
-def webvtt(events: tuple[Event, ...], start: Samples, end: Samples) -> str:
-    """WebVTT captions of the spoken cues between start and end, timed from start."""
-    lines = ["WEBVTT", ""]
-    n = 0
-    for e in events:
-        if e.kind != SPEECH or e.start < start or e.start >= end:
-            continue
-        n += 1
-        text = e.text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        lines += [str(n), f"{stamp(e.start - start)} --> {stamp(e.end - start)}", text, ""]
-    return "\n".join(lines)

@@ -97,7 +97,7 @@ def load_recordings(pack: VoicePack, wanted: Iterable[str]) -> dict[str, np.ndar
     """The pack's recorded clips for the texts a session says, levelled like synthesized
     speech, and its chime files, as float32 mono at RATE."""
     from coach import loudness
-    from coach.audiofile import read_sound
+    from coach.soundfiles import read_sound
 
     out = {}
     for text in wanted:

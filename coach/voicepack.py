@@ -342,8 +342,8 @@ def _engine_fields(root: Field, top: dict[str, Field], engine: str) -> dict[str,
 def _sound_file(value: Field, folder: Path) -> Path:
     """A recording named in a pack: a path inside the pack's folder to a readable audio
     file. Checked when the pack is read, so a bad one is reported at its line."""
-    from coach.audiofile import probe_sound
     from coach.errors import InputError
+    from coach.soundfiles import probe_sound
 
     relative = value.text()
     path = (folder / relative).resolve()

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
-"""Benchmark: rendering generated routines to files.
+"""Benchmark: rendering a 36-minute session to files, against the tools it is judged by.
 
-Prints, for a routine of 30+ minutes: the cold render time (empty speech cache) as a
-ratio to the espeak-ng command line speaking the same cues one by one; the warm render
-time as a multiple of real time for WAV (and FLAC, MP3 for comparison); and the peak
-memory of `coach render` processes for a 10-minute and a 2-hour session.
-Goals (issue 3): cold at most 1.5x the floor, warm at least 1000x real time for WAV,
-peak memory under 200 MB for 2 hours.
+Prints, in one run, each figure next to its reference measured in the same run:
+- warm MP3 (`coach render ... -o x.mp3`, the whole command) and its size, against
+  `ffmpeg -i x.wav -c:a libmp3lame -q:a 4` encoding the same session already mixed
+  (goal: at most 0.6x ffmpeg's encode alone; at most 20 MB);
+- warm WAV as a multiple of real time (goal: at least 3000x), M4B and Opus times;
+- cold WAV (empty speech cache) against the espeak-ng command line speaking the same
+  cues one by one (goal: at most 1.5x);
+- the peak memory of a 2-hour session to WAV and to MP3 (goal: under 200 MB);
+- a batch of 6 renders in one command against the same 6 one after another
+  (goal: at most 0.65x).
 
-    .venv/bin/python scripts/bench_render.py
+    .venv/bin/python scripts/bench_render.py [--minutes 36]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -24,19 +29,20 @@ from pathlib import Path
 from bench_timeline import espeak_floor, make_routine
 
 RATE = 48_000
+COACH = [sys.executable, "-m", "coach", "render"]
 
 
-def timed(fn) -> float:  # type: ignore[no-untyped-def]
-    # Each run writes hundreds of MB; start each with the disk done with the last one's,
-    # so one measurement does not pay for another's write-back.
+def run(args: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds a command takes, its output thrown away; the disk settled before it."""
     os.sync()
     start = time.perf_counter()
-    fn()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
 def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     """(seconds, peak resident memory in MB) of a child process."""
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -45,75 +51,105 @@ def peak_rss_mb(args: list[str]) -> tuple[float, float]:
     return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
+def steps_for(minutes: float) -> int:
+    """Steps of make_routine that make a session of about this many minutes."""
+    return max(1, round(minutes / 36.9 * 44))
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=36, help="length of the main session")
+    args = ap.parse_args()
+
     work = Path(tempfile.mkdtemp(prefix="coach-bench-"))
-    os.environ["XDG_CACHE_HOME"] = str(work / "cache")
-
-    from coach.render import render
-    from coach.session import prepare
-
-    half_hour = work / "half-hour.yaml"
-    half_hour.write_text(make_routine(40))  # 40 steps of 40 s, a quarter with two sides
+    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache")}
+    os.environ.update(env)
     out = work / "out"
     out.mkdir()
+    session = work / "session.yaml"
+    session.write_text(make_routine(steps_for(args.minutes)))
 
-    prepared = None
-    split: list[float] = []
+    # Cold: an empty cache, the whole command, against espeak-ng speaking the same cues.
+    cold = run([*COACH, str(session), "-o", str(out / "cold.wav")], env)
+    from coach.session import prepare
 
-    def cold() -> None:
-        nonlocal prepared
-        start = time.perf_counter()
-        prepared = prepare(str(half_hour))
-        split.append(time.perf_counter() - start)
-        render(prepared, out / "cold.wav")
-
-    cold_s = timed(cold)
-    (out / "cold.wav").unlink()
-    assert prepared is not None
+    prepared = prepare(str(session))
     minutes = prepared.timeline.total / RATE / 60
-    texts = sorted({e.text for e in prepared.timeline.events if e.kind == "speech"})
+    texts = sorted(prepared.script.texts())
     (work / "cli").mkdir()
     floor = espeak_floor(texts, prepared.voice_id, prepared.rate, work / "cli")
-    print(f"routine: {minutes:.1f} min session, {len(texts)} distinct cues")
+    print(f"session: {minutes:.1f} min, {len(texts)} distinct cues ({session.name})")
     print(
-        f"cold render (synthesis + mix + WAV): {cold_s:.2f} s ({split[0]:.2f} s preparing "
-        f"the speech and timeline, {cold_s - split[0]:.2f} s mixing and writing)"
-    )
-    print(
-        f"espeak-ng command line once per cue: {floor:.2f} s; cold / command line: "
-        f"{cold_s / floor:.2f}x (goal: at most 1.5x)"
+        f"cold WAV render: {cold:.2f} s; espeak-ng command line once per cue: {floor:.2f} s; "
+        f"cold / command line: {cold / floor:.2f}x (goal: at most 1.5x)"
     )
 
-    for ext in (".wav", ".flac", ".mp3"):
+    # Warm: the whole command, so start-up and preparing count too.
+    def warm(ext: str) -> tuple[float, float]:
+        path = out / f"warm{ext}"
+        path.unlink(missing_ok=True)
+        seconds = run([*COACH, str(session), "-o", str(path)], env)
+        return seconds, path.stat().st_size / 1e6
 
-        def warm(ext: str = ext) -> None:
-            render(prepare(str(half_hour)), out / f"warm{ext}")
+    wav_s, _ = warm(".wav")
+    from coach.mixer import SoundBank, session_gain
 
-        seconds = timed(warm)
-        (out / f"warm{ext}").unlink()
-        goal = " (goal: at least 1000x)" if ext == ".wav" else ""
-        print(f"warm render {ext}: {seconds:.2f} s, {minutes * 60 / seconds:.0f}x real time{goal}")
+    start = time.perf_counter()
+    session_gain(prepared.timeline, SoundBank(prepared.clips(), volume=prepared.pack.volume))
+    gain_s = time.perf_counter() - start
+    print(
+        f"warm WAV render: {wav_s:.2f} s, {minutes * 60 / wav_s:.0f}x real time "
+        f"(goal: at least 3000x); of which the session's loudness (mixer.session_gain) "
+        f"{gain_s:.2f} s"
+    )
+    mp3_s, mp3_mb = warm(".mp3")
+    lame = out / "ffmpeg.mp3"
+    ffmpeg_s = run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(out / "warm.wav"), "-c:a", "libmp3lame",
+         "-q:a", "4", str(lame)]
+    )  # fmt: skip
+    print(
+        f"warm MP3 render: {mp3_s:.2f} s, {mp3_mb:.1f} MB (goal: at most 20 MB); "
+        f"ffmpeg -c:a libmp3lame -q:a 4 on the mixed WAV: {ffmpeg_s:.2f} s, "
+        f"{lame.stat().st_size / 1e6:.1f} MB; ours / ffmpeg: {mp3_s / ffmpeg_s:.2f}x "
+        "(goal: at most 0.6x)"
+    )
+    for ext in (".m4b", ".opus"):
+        seconds, mb = warm(ext)
+        print(f"warm {ext[1:].upper()} render: {seconds:.2f} s, {mb:.1f} MB")
+    for path in out.iterdir():
+        path.unlink()
 
-    coach = [sys.executable, "-m", "coach", "render"]
-    ten = work / "ten-minutes.yaml"
-    ten.write_text(make_routine(12))
+    # Memory: a 2-hour session, warm.
     two_hours = work / "two-hours.yaml"
-    two_hours.write_text(make_routine(160))
-    for label, routine in (("10-minute", ten), ("2-hour", two_hours)):
-        # The first run fills the speech cache; the second is measured.
-        subprocess.run(
-            [*coach, str(routine), "-o", str(out / "warmup.wav")],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        os.sync()
-        seconds, mb = peak_rss_mb([*coach, str(routine), "-o", str(out / f"{label}.wav")])
-        length = prepare(str(routine)).timeline.total / RATE / 60
-        goal = " (goal: under 200 MB)" if label == "2-hour" else ""
+    two_hours.write_text(make_routine(steps_for(120)))
+    run([*COACH, str(two_hours), "-o", str(out / "warmup.wav")], env)
+    for ext in (".wav", ".mp3"):
+        seconds, mb = peak_rss_mb([*COACH, str(two_hours), "-o", str(out / f"two-hours{ext}")])
         print(
-            f"peak memory, {label} session ({length:.0f} min) to WAV: {mb:.0f} MB{goal}, "
-            f"{seconds:.1f} s"
+            f"peak memory, 2-hour session ({prepare(str(two_hours)).timeline.total / RATE / 60:.0f}"
+            f" min) to {ext[1:].upper()}: {mb:.0f} MB (goal: under 200 MB), {seconds:.1f} s"
         )
+    for path in out.iterdir():
+        path.unlink()
+
+    # A batch: two routines at three paces, as a class would render them.
+    routines = ["upper-back-basics", "upper-back-fist-rocking"]
+    paces = ["slow", "normal", "brisk"]
+    template = str(out / "{routine}-{pace}.mp3")
+    for r in routines:  # the speech both need, made once before either is timed
+        run([*COACH, r, "-o", str(out / "warmup.mp3")], env)
+    batch = run([*COACH, *routines, "--pace", ",".join(paces), "-o", template], env)
+    one_by_one = sum(
+        run([*COACH, r, "--pace", p, "-o", str(out / f"{r}-{p}-again.mp3")], env)
+        for r in routines
+        for p in paces
+    )
+    print(
+        f"batch of 6 MP3 renders ({', '.join(routines)} at {', '.join(paces)}): {batch:.2f} s; "
+        f"the same 6 one after another: {one_by_one:.2f} s; batch / one by one: "
+        f"{batch / one_by_one:.2f}x (goal: at most 0.65x)"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,9 +1,11 @@
-"""coach.audiofile with real files and real decoders: soundfile reads back what AudioWriter
-wrote, ffprobe checks the containers, mutagen (and ffprobe) the chapters, and real
-subprocesses are interrupted and starved of disk space."""
+"""The audio file modules (coach.writer, coach.chapters, coach.ambient, coach.soundfiles)
+with real files and real decoders: soundfile reads back what AudioWriter wrote, ffprobe
+checks the containers, mutagen (and ffprobe) the chapters, and real subprocesses are
+interrupted and starved of disk space."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -13,23 +15,24 @@ import sys
 import textwrap
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
-from coach.audiofile import (
-    FORMATS,
-    AmbientTrack,
-    AudioWriter,
-    Chapter,
-    chapter_support,
-    check_output,
-    read_chapters,
-)
+from coach import mp3
+from coach.ambient import AmbientTrack
+from coach.captions import MAX_LINE, MAX_LINES, captions, clean, webvtt
+from coach.chapters import Chapter, chapter_support, read_chapters
+from coach.encoders import Metadata
 from coach.errors import CoachError, InputError, UsageError
+from coach.tags import Tags
+from coach.timeline import Event
 from coach.units import RATE
+from coach.writer import FORMATS, AudioWriter, check_output
 
 REPO = Path(__file__).resolve().parent.parent
 HAVE_FFPROBE = shutil.which("ffprobe") is not None
@@ -53,19 +56,44 @@ def stereo_signal(seconds: float = 3.0) -> np.ndarray:
 
 
 def write_in_blocks(
-    path: Path, x: np.ndarray, chapters: list[Chapter] | None = None, channels: int = 2
+    path: Path,
+    x: np.ndarray,
+    chapters: list[Chapter] | None = None,
+    channels: int = 2,
+    *,
+    quality: str | int = "normal",
+    tags: Tags | None = None,
 ) -> None:
-    with AudioWriter(path, channels=channels) as out:
-        i = k = 0
-        while i < len(x):
-            n = BLOCKS[k % len(BLOCKS)]
-            out.write(x[i : i + n])
-            i += n
-            k += 1
+    meta = Metadata(tags, chapters or ())
+    with AudioWriter(path, channels=channels, quality=quality, meta=meta) as out:
+        for block in in_blocks(x):
+            out.write(block)
         assert out.frames_written == len(x)
-        if chapters:
-            out.add_chapters(chapters)
         out.commit()
+
+
+def in_blocks(x: np.ndarray) -> Iterator[np.ndarray]:
+    i = k = 0
+    while i < len(x):
+        n = BLOCKS[k % len(BLOCKS)]
+        yield x[i : i + n]
+        i += n
+        k += 1
+
+
+def decode(path: Path) -> tuple[np.ndarray, int]:
+    """Float stereo samples and their rate, as ffmpeg's decoder gives them."""
+    rate = int(ffprobe(path, "-show_streams")["streams"][0]["sample_rate"])
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "2", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(pcm, dtype=np.float32).reshape(-1, 2), rate
+
+
+def at_rate(x: np.ndarray, rate: int) -> np.ndarray:
+    return x if rate == RATE else soxr.resample(x, RATE, rate).astype(np.float32)
 
 
 def ffprobe(path: Path, *args: str) -> dict:
@@ -105,29 +133,149 @@ def test_lossless_formats_hold_exactly_the_16_bit_samples(tmp_path, ext):
     assert os.listdir(tmp_path) == [path.name]
 
 
+LOSSY = [  # extension, codec, sample rate, least SNR in dB, how much longer it may decode
+    (".mp3", "mp3", 24_000, 20, 0),
+    (".ogg", "vorbis", RATE, 20, 0),
+    (".opus", "opus", RATE, 15, 0),
+    (".m4a", "aac", RATE, 15, 1024),
+    (".m4b", "aac", RATE, 15, 1024),
+]
+
+
 @needs_ffprobe
-@pytest.mark.parametrize(("ext", "codec", "min_snr"), [(".mp3", "mp3", 20), (".ogg", "vorbis", 25)])
-def test_lossy_formats_decode_to_the_signal(tmp_path, ext, codec, min_snr):
+@pytest.mark.parametrize(("ext", "codec", "rate", "min_snr", "longer"), LOSSY)
+def test_lossy_formats_decode_to_the_signal_at_its_length(
+    tmp_path, ext, codec, rate, min_snr, longer
+):
     x = np.clip(stereo_signal(), -1, 1)
     path = tmp_path / f"session{ext}"
     write_in_blocks(path, x)
+    (stream,) = ffprobe(path, "-show_streams")["streams"]
+    assert (stream["codec_name"], int(stream["sample_rate"]), stream["channels"]) == (
+        codec,
+        rate,
+        2,
+    )
+    decoded, _ = decode(path)
+    want = at_rate(x, rate)
+    # The encoder's delay and padding are trimmed: the samples line up, the length is
+    # the signal's (AAC in MP4 may keep part of its last frame: FFmpeg does not trim it).
+    assert len(want) <= len(decoded) <= len(want) + longer, (len(decoded), len(want))
+    assert snr_db(want[:, 0], decoded[: len(want), 0]) > min_snr
+    assert snr_db(want[:, 1], decoded[: len(want), 1]) > min_snr
+    if ext in (".mp3", ".ogg", ".opus"):  # and libsndfile's decoders (mpg123 for MP3) agree
+        assert sf.info(path).frames == len(want)
 
-    decoded, rate = sf.read(path, dtype="float32")
-    assert rate == RATE and decoded.shape[1] == 2
-    assert len(x) <= len(decoded) <= len(x) + MAX_BLOCK + CODEC_PADDING
-    # Both decoders remove the encoder delay, so the samples line up without a shift.
-    assert snr_db(x[:, 0], decoded[: len(x), 0]) > min_snr
-    assert snr_db(x[:, 1], decoded[: len(x), 1]) > min_snr
 
-    probe = ffprobe(path, "-show_streams", "-show_format")
-    (stream,) = probe["streams"]
-    assert stream["codec_name"] == codec
-    assert (int(stream["sample_rate"]), stream["channels"]) == (RATE, 2)
-    duration = float(stream.get("duration") or probe["format"]["duration"])
-    # ffprobe's MP3 duration counts whole frames, the LAME delay and padding included.
-    assert len(x) / RATE - 0.001 <= duration <= (len(x) + MAX_BLOCK + 2 * CODEC_PADDING) / RATE
-    if ext == ".mp3":
-        assert int(stream["bit_rate"]) == 192_000
+def mp3_frames(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    if data[:3] == b"ID3":
+        size = data[6] << 21 | data[7] << 14 | data[8] << 7 | data[9]
+        data = data[10 + size :]
+    return [data[a:b] for a, b in itertools.pairwise([*mp3.frame_offsets(data), len(data)])]
+
+
+@pytest.mark.parametrize(
+    ("quality", "rate", "cbr"),
+    [("low", 24_000, None), ("normal", 24_000, None), ("high", RATE, None), (64, 24_000, 64),
+     (128, RATE, 128)],
+)  # fmt: skip
+def test_mp3_is_joint_stereo_with_an_info_frame(tmp_path, quality, rate, cbr):
+    x = np.concatenate([stereo_signal(2.0), np.zeros((RATE * 2, 2), np.float32)])
+    path = tmp_path / "session.mp3"
+    write_in_blocks(path, np.clip(x, -1, 1), quality=quality)
+    info, *audio = mp3_frames(path)
+    assert info[:40].count(b"Info" if cbr else b"Xing") == 1 and b"LAME" in info
+    assert all(f[3] >> 6 == 0b01 for f in audio)  # joint stereo: both sides kept
+    kbps = [len(f) * 8 * rate / (1152 if rate == RATE else 576) / 1000 for f in audio]
+    if cbr:
+        assert {round(k) for k in kbps} == {cbr}
+    else:  # VBR: the silence costs the least a frame can
+        assert min(kbps[-len(kbps) // 3 :]) == (32 if rate == RATE else 8)
+    assert sf.info(path).samplerate == rate
+
+
+def test_mp3_qualities_rise_in_size(tmp_path):
+    x = stereo_signal(3.0).clip(-1, 1)
+    sizes = []
+    for quality in ("low", "normal", "high"):
+        write_in_blocks(tmp_path / f"{quality}.mp3", x, quality=quality)
+        sizes.append((tmp_path / f"{quality}.mp3").stat().st_size)
+    assert sizes == sorted(sizes) and sizes[0] < sizes[2] / 2
+
+
+def bursts(seconds: float, at: list[float]) -> np.ndarray:
+    """Silence with half-second tone bursts (a different tone on each side) at `at`."""
+    x = np.zeros((round(seconds * RATE), 2), np.float32)
+    t = np.arange(RATE // 2) / RATE
+    for k, start in enumerate(at):
+        i = round(start * RATE)
+        x[i : i + len(t), 0] = 0.4 * np.sin(2 * np.pi * (300 + 50 * k) * t) * np.hanning(len(t))
+        x[i : i + len(t), 1] = 0.2 * np.sin(2 * np.pi * (500 + 70 * k) * t) * np.hanning(len(t))
+    return x
+
+
+def lag(reference: np.ndarray, decoded: np.ndarray, at: int, span: int) -> int:
+    """How many samples later than in `reference` the sound at `at` comes in `decoded`."""
+    window = reference[at : at + span]
+    return max(range(-40, 41), key=lambda d: float(window @ decoded[at + d : at + d + span]))
+
+
+@needs_ffprobe
+def test_mp3_pieces_encoded_at_once_and_silences_skipped_join_without_a_gap_or_a_click(tmp_path):
+    x = bursts(12.0, [0.5, 2.5, 4.6, 7.1, 9.3, 11.0])
+    grid = mp3.QUALITIES["normal"].grid
+    cuts = [0, round(3.6 * RATE) // grid * grid, round(8.3 * RATE) // grid * grid, len(x)]
+    path = tmp_path / "pieces.mp3"
+    with AudioWriter(path) as out:
+        assert out.grid == grid
+        out.write_pieces([in_blocks(x[a:b]) for a, b in itertools.pairwise(cuts)])
+        out.commit()
+    # The long silences were not encoded: they are copies of one silent frame.
+    assert mp3.silent_frame(mp3.QUALITIES["normal"], 2) * 20 in path.read_bytes()
+    decoded, rate = decode(path)
+    want = at_rate(x, rate)
+    assert len(decoded) == len(want) == sf.info(path).frames
+    for cut in cuts[1:-1]:  # the joins: silence in, silence out
+        j = cut * rate // RATE
+        assert np.abs(decoded[j - rate // 10 : j + rate // 10]).max() < 1e-3
+    for start in (0.5, 2.5, 4.6, 7.1, 9.3, 11.0):  # every burst where it belongs, intact
+        i = round(start * rate)
+        assert lag(want[:, 0], decoded[:, 0], i, rate // 2) == 0
+        assert snr_db(want[i : i + rate // 2, 0], decoded[i : i + rate // 2, 0]) > 20
+
+
+def test_formats_that_do_not_join_pieces_take_one_stream(tmp_path):
+    with AudioWriter(tmp_path / "x.flac") as out:
+        assert out.grid is None
+        with pytest.raises(ValueError, match="one piece"):
+            out.write_pieces([iter(()), iter(())])
+    assert os.listdir(tmp_path) == []
+
+
+TAGS = Tags(
+    title="Warm the oil", album="Upper back basics", comment="pace slow (1.25x)", track=(2, 8)
+)
+
+
+@needs_ffprobe
+@pytest.mark.parametrize("ext", [".mp3", ".ogg", ".flac", ".opus", ".m4a", ".m4b"])
+def test_compressed_files_carry_title_artist_album_and_comment(tmp_path, ext):
+    path = tmp_path / f"session{ext}"
+    write_in_blocks(path, stereo_signal(0.5), CHAPTERS[1:3], tags=TAGS)
+    probe = subprocess.run(
+        ["ffprobe", "-v", "warning", "-of", "json", "-show_format", "-show_streams", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "comment header" not in probe.stderr  # no padding after an Ogg comment
+    data = json.loads(probe.stdout)
+    found = {k.lower(): v for k, v in data["format"].get("tags", {}).items()}
+    found |= {k.lower(): v for k, v in data["streams"][0].get("tags", {}).items()}
+    assert {k: found.get(k) for k in TAGS.as_dict()} == TAGS.as_dict()
+    if ext == ".m4b":
+        assert found.get("media_type") == "2"  # an audiobook to Apple's players
 
 
 @needs_ffprobe
@@ -135,7 +283,23 @@ def test_mono_mp3_stays_mono(tmp_path):
     path = tmp_path / "mono.mp3"
     write_in_blocks(path, stereo_signal(0.5)[:, 0], channels=1)
     (stream,) = ffprobe(path, "-show_streams")["streams"]
-    assert (stream["channels"], int(stream["sample_rate"])) == (1, RATE)
+    assert (stream["channels"], int(stream["sample_rate"])) == (1, 24_000)
+    assert sf.info(path).frames == round(0.5 * 24_000)
+
+
+def test_a_wav_stores_its_silence_as_holes(tmp_path):
+    x = np.zeros((RATE * 20, 2), np.float32)
+    x[RATE : RATE * 2] = 0.25
+    path = tmp_path / "quiet.wav"
+    with AudioWriter(path) as out:
+        for i in range(0, len(x), RATE):
+            out.write(x[i : i + RATE])
+        out.commit()
+    stored, rate = sf.read(path, dtype="int16")
+    assert rate == RATE and np.array_equal(stored, pcm16(x))
+    assert path.stat().st_size == 44 + len(x) * 4
+    if hasattr(os.stat_result, "st_blocks"):  # the file system may not do holes: say so
+        assert path.stat().st_blocks * 512 < path.stat().st_size / 4
 
 
 def test_the_temporary_file_is_hidden_next_to_the_target(tmp_path):
@@ -204,7 +368,7 @@ def test_sigint_while_writing_leaves_nothing(tmp_path):
     process = run_python(f"""
         from pathlib import Path
         import numpy as np
-        from coach.audiofile import AudioWriter
+        from coach.writer import AudioWriter
         block = np.zeros((1001, 2), np.float32)
         with AudioWriter(Path({str(tmp_path / "session.mp3")!r})) as out:
             out.write(block)
@@ -233,7 +397,7 @@ def test_a_full_disk_is_a_coach_error_and_leaves_nothing(tmp_path, ext):
         import resource, signal, sys
         from pathlib import Path
         import numpy as np
-        from coach.audiofile import AudioWriter
+        from coach.writer import AudioWriter
         from coach.errors import CoachError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
@@ -269,7 +433,7 @@ def test_check_output_lists_the_supported_extensions(tmp_path, name):
         check_output(tmp_path / name)
     assert caught.value.exit_code == 2
     message = str(caught.value)
-    assert all(ext in message for ext in (".wav", ".flac", ".ogg", ".mp3"))
+    assert all(ext in message for ext in (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".m4b", ".opus"))
     assert "\n" not in message
 
 
@@ -320,7 +484,10 @@ EXPECTED = [
 ]
 
 
-@pytest.mark.parametrize("ext", [".mp3", ".flac", ".ogg"])
+CHAPTERED = [".mp3", ".flac", ".ogg", ".opus", ".m4a", ".m4b"]
+
+
+@pytest.mark.parametrize("ext", CHAPTERED)
 def test_chapters_round_trip(tmp_path, ext):
     assert chapter_support(ext)
     path = tmp_path / f"session{ext}"
@@ -328,11 +495,12 @@ def test_chapters_round_trip(tmp_path, ext):
     chapters = read_chapters(path)
     assert [title for title, _ in chapters] == [title for title, _ in EXPECTED]
     assert [start for _, start in chapters] == pytest.approx([s for _, s in EXPECTED], abs=5e-4)
-    assert sf.info(path).frames == round(0.5 * RATE)  # the audio survived the tagging
+    decoded, rate = decode(path)  # the audio survived the tagging
+    assert abs(len(decoded) - round(0.5 * rate)) <= 1024
 
 
 @needs_ffprobe
-@pytest.mark.parametrize("ext", [".mp3", ".flac", ".ogg"])
+@pytest.mark.parametrize("ext", CHAPTERED)
 def test_ffmpeg_sees_the_chapters_in_order(tmp_path, ext):
     path = tmp_path / f"session{ext}"
     write_in_blocks(path, stereo_signal(0.5), CHAPTERS)
@@ -393,9 +561,9 @@ def test_ambient_loops_without_a_click_and_fades(tmp_path):
 
 def test_ambient_read_returns_what_was_asked_at_48k_too(tmp_path):
     path = tmp_path / "ambient.wav"
-    sf.write(path, np.full((1000, 2), 0.25, np.float32), RATE, subtype="FLOAT")
-    track = AmbientTrack(path, total=3000, fade_in=0, fade_out=0)
-    out = read_all(track, 3000)
+    sf.write(path, np.full((RATE + 1000, 2), 0.25, np.float32), RATE, subtype="FLOAT")
+    track = AmbientTrack(path, total=3 * RATE, fade_in=0, fade_out=0)
+    out = read_all(track, 3 * RATE)
     # Same rate: no resampler, and a constant signal crossfaded into itself stays constant.
     np.testing.assert_allclose(out, 0.25, atol=1e-6)
 
@@ -458,3 +626,71 @@ def test_ambient_refuses_what_is_not_audio(tmp_path, make):
         assert "not an audio file soundfile can read (WAV, FLAC, OGG, MP3)" in message
     else:
         assert "(WAV, FLAC, OGG, MP3)" in message
+
+
+# -- captions --------------------------------------------------------------------------------
+
+
+def event(kind: str, start: float, end: float, text: str, role: str, side: str | None = None):
+    order = {"chime": 0, "speech": 1, "pulse": 2}[kind]
+    return Event(round(start * RATE), order, 0, round(end * RATE), kind, text, 0, side, role)
+
+
+LONG = (
+    "Fingertips side by side next to the spine, on the left side.\n\n"
+    "Press in slowly, and make small circles as you move up toward the neck, then glide "
+    "back down --> and again.\tAsk how it feels & listen <closely>.\x1b[2J"
+)
+
+
+def test_a_long_cue_becomes_captions_of_two_short_lines_timed_by_their_characters():
+    cue = event("speech", 10.0, 25.0, LONG, "say")
+    made = captions([cue], 0, RATE * 60)
+    assert len(made) > 1
+    assert all(1 <= len(c.lines) <= MAX_LINES for c in made)
+    assert all(len(line) <= MAX_LINE for c in made for line in c.lines)
+    words = " ".join(" ".join(c.lines) for c in made)
+    assert words == clean(LONG) and "\n" not in words and "\x1b" not in words
+    assert "-->" not in words
+    assert made[0].lines[-1].endswith("left side.")  # the first sentence is a caption
+    assert made[0].start == cue.start and made[-1].end == cue.end
+    for a, b in itertools.pairwise(made):
+        assert a.end == b.start  # they tile the cue
+    chars = [len(" ".join(c.lines)) + 1 for c in made]
+    for c, n in zip(made, chars, strict=True):
+        assert abs((c.end - c.start) - (cue.end - cue.start) * n / sum(chars)) <= 1
+
+
+def test_chimes_and_side_switches_get_bracketed_captions_until_the_speech():
+    events = [
+        event("chime", 0.0, 3.0, "bell", "step"),
+        event("speech", 0.8, 2.0, "Warm the oil.", "announce"),
+        event("chime", 30.0, 33.0, "bell-bright", "side", "left"),
+        event("speech", 30.8, 32.0, "Now the left side.", "switch"),
+        event("chime", 60.0, 64.0, "bell-low", "end"),
+    ]
+    made = captions(events, 0, RATE * 70, sides={"left": "left", "right": "right"})
+    assert [(c.lines, c.start / RATE, c.end / RATE) for c in made] == [
+        (("[bell]",), 0.0, 0.8),
+        (("Warm the oil.",), 0.8, 2.0),
+        (("[switch to your partner's left side]",), 30.0, 30.8),
+        (("Now the left side.",), 30.8, 32.0),
+        (("[bell]",), 60.0, 61.5),
+    ]
+    assert [c.lines for c in captions(events, 0, RATE * 70, sides=None)][2] == ("[♪]",)
+    assert all(c.lines[0][0] != "[" for c in captions(events, 0, RATE * 70, sounds=False))
+
+
+@needs_ffprobe
+def test_captions_stay_valid_webvtt_whatever_the_text(tmp_path):
+    texts = [LONG, "One.\n\n\nTwo.", "A <b>bold</b> & 00:00:01.000 --> 00:00:02.000 cue", "\x00"]
+    events = [event("speech", 5.0 * i, 5.0 * i + 4, t, "say") for i, t in enumerate(texts)]
+    made = captions(events, 0, RATE * 60)
+    vtt = tmp_path / "c.vtt"
+    vtt.write_text(webvtt(made), encoding="utf-8")
+    srt = tmp_path / "c.srt"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(vtt), str(srt)], check=True)
+    blocks = [b.splitlines() for b in srt.read_text(encoding="utf-8").strip().split("\n\n")]
+    assert len(blocks) == len(made)  # no cue was cut short or swallowed
+    for block, c in zip(blocks, made, strict=True):
+        assert block[2:] == list(c.lines)  # ffmpeg unescapes &amp; &lt; &gt;

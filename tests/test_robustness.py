@@ -195,6 +195,7 @@ def _fake_prepare(routine_ref, options, *, progress=None, live=False):  # type: 
         warnings=(),
         voice_id="fake",
         rate=pack.rate,
+        measured_rate=pack.rate,
     )
 
 
@@ -426,7 +427,9 @@ def test_the_short_usage_names_what_a_command_needs():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices["render"]
-    assert sub._short_usage() == "coach render ROUTINE -o OUT [options]  (see coach render --help)"
+    assert sub._short_usage() == (
+        "coach render ROUTINE... -o OUT [options]  (see coach render --help)"
+    )
 
 
 def test_a_fifo_given_as_a_routine_is_refused_at_once(tmp_path):

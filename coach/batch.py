@@ -1,0 +1,236 @@
+"""Batches: every combination of routines, paces and voices rendered to its own file.
+
+``plan`` turns the lists and an output template naming ``{routine}``, ``{pace}`` and
+``{voice}`` into jobs, refusing (before any work) a template that would give two jobs
+one file. ``run`` prepares each session in this process (so speech the jobs share is
+synthesized once, into the cache), then renders them in worker processes, one a core,
+telling one progress callback how the whole batch goes. A job that fails is reported in
+its outcome; the others still finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coach.errors import CoachError, UsageError
+
+if TYPE_CHECKING:
+    from coach.render import RenderOptions
+    from coach.routine import Routine
+    from coach.session import Options, Prepared
+
+PLACEHOLDERS = ("{routine}", "{pace}", "{voice}")
+
+
+@dataclass(frozen=True)
+class Job:
+    routine: str  # as the user named it: a built-in routine or a file
+    pace: float | None  # None: the routine's own
+    voice: str | None  # None: the routine's or the default pack
+    out: Path
+    #: The routine as read when the job was planned (so it is not read twice).
+    loaded: Routine | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class Outcome:
+    job: Job
+    written: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    length: int = 0  # the session's length, samples
+
+
+@dataclass(frozen=True)
+class Status:
+    """How a batch goes: jobs in all, finished, failed, and the share of the work done."""
+
+    jobs: int
+    done: int
+    failed: int
+    fraction: float
+
+
+def plan(
+    routines: Sequence[str],
+    paces: Sequence[tuple[str, float]] | None,
+    voices: Sequence[str] | None,
+    template: str,
+) -> list[Job]:
+    """Every combination, in order: routines, then paces, then voices. `paces` are (as
+    written, factor). Raises UsageError if two jobs would write one file, or a voice
+    pack is unknown."""
+    from coach.routine import load_routine
+    from coach.session import choose_pack
+
+    jobs = []
+    pace_list: list[tuple[str, float | None]] = [("", None)]
+    if paces:
+        pace_list = [(label, factor) for label, factor in paces]
+    for ref in routines:
+        routine = load_routine(ref)
+        for label, factor in pace_list:
+            for voice in [*voices] if voices else [None]:
+                pack = choose_pack(routine, voice)
+                name = template.replace("{routine}", Path(ref).stem)
+                name = name.replace("{pace}", label or _pace_name(routine.pace))
+                name = name.replace("{voice}", pack.id)
+                jobs.append(Job(ref, factor, voice, Path(name), routine))
+    seen: dict[Path, Job] = {}
+    for job in jobs:
+        key = Path(os.path.abspath(job.out))
+        if key in seen:
+            missing = [p for p in PLACEHOLDERS if p not in template]
+            raise UsageError(
+                f"-o {template}: {len(jobs)} renders would share {job.out}; name "
+                f"{' and '.join(missing) or 'each setting'} in it, e.g. "
+                "-o 'out/{routine}-{pace}-{voice}.mp3'"
+            )
+        seen[key] = job
+    return jobs
+
+
+def _pace_name(factor: float | None) -> str:
+    from coach.routine import pace_name
+
+    if factor is None:
+        return "normal"
+    return pace_name(factor) or f"{factor:g}"
+
+
+def run(
+    jobs: Sequence[Job],
+    session: Options,
+    render_options: RenderOptions,
+    *,
+    progress: Callable[[Status], None] | None = None,
+    on_prepared: Callable[[Job, Prepared], None] | None = None,
+    workers: int | None = None,
+) -> list[Outcome]:
+    """Render every job; outcomes in the jobs' order. Ctrl-C stops the batch (and the
+    renders under way, which leave nothing behind)."""
+    from coach.session import prepare
+
+    outcomes = [Outcome(job) for job in jobs]
+    prepared: dict[int, Prepared] = {}
+    done_work: dict[int, int] = {}
+    cores = workers or _cores()
+    pool_size = max(1, min(cores, len(jobs)))
+    options = replace(render_options, threads=max(1, cores // pool_size))
+
+    def report() -> None:
+        if progress is not None:
+            finished = sum(1 for o in outcomes if o.written or o.error)
+            failed = sum(1 for o in outcomes if o.error)
+            total_work = sum(p.timeline.total for p in prepared.values()) or 1
+            progress(Status(len(jobs), finished, failed, sum(done_work.values()) / total_work))
+
+    ctx = multiprocessing.get_context("spawn")
+    messages: Any = ctx.Queue()
+    futures: dict[Future[Any], int] = {}
+    with ProcessPoolExecutor(
+        pool_size, mp_context=ctx, initializer=_start_worker, initargs=(messages,)
+    ) as pool:
+        try:
+            # Each job goes to a worker as soon as it is prepared, so the workers start
+            # and render while the next ones are prepared here.
+            for i, job in enumerate(jobs):
+                try:
+                    p = prepare(
+                        job.loaded or job.routine, replace(session, pace=job.pace, voice=job.voice)
+                    )
+                except CoachError as e:
+                    outcomes[i].error = str(e)
+                    continue
+                prepared[i], done_work[i] = p, 0
+                outcomes[i].length = p.timeline.total
+                if on_prepared is not None:
+                    on_prepared(job, p)
+                futures[pool.submit(_render_job, i, p, job.out, options)] = i
+            report()
+            pending = set(futures)
+            while pending:
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        i, frames = messages.get(timeout=0.1)
+                        done_work[i] = frames
+                for future in [f for f in pending if f.done()]:
+                    pending.discard(future)
+                    i = futures[future]
+                    done_work[i] = prepared[i].timeline.total
+                    try:
+                        written, notes, error = future.result()
+                    except Exception as e:  # a worker that died: report it, go on
+                        written, notes, error = [], [], f"the render stopped ({e})"
+                    outcomes[i].written, outcomes[i].notes = written, notes
+                    outcomes[i].warnings = list(prepared[i].timeline.warnings)
+                    outcomes[i].error = error
+                report()
+        except BaseException:
+            # Stop the renders under way too (they leave nothing behind), then wait.
+            for future in futures:
+                future.cancel()
+            for child in multiprocessing.active_children():
+                with contextlib.suppress(OSError):
+                    os.kill(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            raise
+    return outcomes
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+_messages: Any = None
+
+
+def _start_worker(messages: Any) -> None:
+    """A worker's start: where to send progress, and Ctrl-C or SIGTERM (from the batch
+    stopping) raise KeyboardInterrupt once, so a render under way cleans up."""
+    global _messages
+    _messages = messages
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+
+def _render_job(
+    index: int, prepared: Prepared, out: Path, options: RenderOptions
+) -> tuple[list[Path], list[str], str | None]:
+    """In a worker process: render one job; (written, notes, error)."""
+    from coach.render import render
+
+    last = [0.0]
+
+    def tell(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.2:
+            last[0] = now
+            _messages.put((index, done))
+
+    try:
+        result = render(prepared, out, options, progress=tell)
+    except CoachError as e:
+        return [], [], str(e)
+    except KeyboardInterrupt:
+        return [], [], "interrupted"
+    return result.written, result.notes, None
