@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from coach.units import RATE
@@ -99,17 +100,38 @@ def k_weighted(x: np.ndarray, rate: int = RATE) -> np.ndarray:
 ESTIMATE_RATE = 12_000
 
 
-def energy_curve(x: np.ndarray) -> np.ndarray:
-    """K-weighted energy of mono samples at RATE, cumulative, every RATE // ESTIMATE_RATE
-    samples: curve[i] is the energy (a sum of squares, in samples at RATE) of x[:i*step].
-    Estimated at ESTIMATE_RATE."""
+#: A sound's summary (`summarize`) has its energy every CURVE_STEP samples at RATE (10 ms).
+CURVE_STEP = RATE // 100
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a session's loudness and peak need of one sound, without its samples:
+    `curve[i]`, the K-weighted energy (a sum of squares, in samples at RATE) of its
+    first i * CURVE_STEP samples (the last point: all of it); `peaks[j]`, its largest
+    |sample| in its j-th stretch of HOP_SAMPLES."""
+
+    length: int
+    curve: np.ndarray
+    peaks: np.ndarray
+
+
+def summarize(x: np.ndarray) -> Summary:
+    """The summary of mono samples at RATE; the energy is estimated at ESTIMATE_RATE."""
     import numpy as np
     import soxr
 
     step = RATE // ESTIMATE_RATE
     y = soxr.resample(np.asarray(x, dtype=np.float32), RATE, ESTIMATE_RATE, quality="LQ")
     energy = k_weighted(y, ESTIMATE_RATE) ** 2 * step
-    return np.concatenate([np.zeros(1), np.cumsum(energy)])
+    fine = np.concatenate([np.zeros(1), np.cumsum(energy)])
+    every = CURVE_STEP // step
+    curve = fine[::every]
+    if (len(fine) - 1) % every:
+        curve = np.concatenate([curve, fine[-1:]])
+    hop = HOP_SAMPLES
+    peaks = np.abs(np.pad(x, (0, -len(x) % hop))).reshape(-1, hop).max(axis=1)
+    return Summary(len(x), curve.astype(np.float64), peaks.astype(np.float32))
 
 
 def gated_loudness(block_power: np.ndarray) -> float:

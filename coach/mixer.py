@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from coach import chimes, loudness
 from coach.loudness import SPEECH_LUFS, TARGET_LUFS
 from coach.timeline import CHIME, PULSE, SPEECH, Event, Kind, Timeline
-from coach.units import RATE, Samples, to_samples
+from coach.units import Samples, to_samples
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +41,8 @@ _KEEP_CLIPS = 48
 
 class Clips(Protocol):
     """Where speech samples come from (the speech cache, or a voice pack's recordings).
-    It may also have `chime(name)`, giving a chime the voice pack brings (or None)."""
+    It may also have `chime(name)`, giving a chime the voice pack brings (or None), and
+    `summary(text)`, a clip's loudness summary kept so it need not be loaded for it."""
 
     def load(self, text: str) -> np.ndarray: ...
 
@@ -88,6 +89,16 @@ class SoundBank:
         sound = own(name) if own is not None else None
         return sound if sound is not None else chimes.chime(name)
 
+    def summary(self, event: Event) -> loudness.Summary:
+        """What the session's loudness needs of an event's sound (speech: kept beside
+        its clip by the clips' source, where it can keep one)."""
+        if event.kind == SPEECH:
+            own = getattr(self.clips, "summary", None)
+            if own is not None:
+                found: loudness.Summary = own(event.text)
+                return found
+        return loudness.summarize(self.samples(event))
+
     def gains(self, event: Event) -> tuple[float, ...]:
         """Per-channel gain of an event."""
         pan = 0.0
@@ -130,13 +141,13 @@ def session_gain(timeline: Timeline, bank: SoundBank) -> float:
     for e in timeline.events:
         if e.kind in (SPEECH, CHIME):
             placed.setdefault((e.kind, e.text), []).append(e)
-    step = RATE // loudness.ESTIMATE_RATE
+    step = loudness.CURVE_STEP
     for events in placed.values():  # one sound at a time: memory stays that of one clip
-        x = bank.samples(events[0])
-        curve = loudness.energy_curve(x)
-        own = np.abs(np.pad(x, (0, -len(x) % hop))).reshape(-1, hop).max(axis=1)
+        summary = bank.summary(events[0])
+        curve = summary.curve
         # A sound's hop-long windows straddle two of the session's hops: each session
         # hop gets the larger of the two windows that can fall in it.
+        own = summary.peaks
         spread = np.maximum(np.r_[own, 0.0], np.r_[0.0, own])
         for e in events:
             gains = bank.gains(e)

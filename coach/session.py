@@ -30,6 +30,7 @@ from coach.voicepack import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from coach.loudness import Summary
     from coach.speech import SpeechCache, SpeechSettings
 
 
@@ -91,6 +92,15 @@ class CachedClips:
     def chime(self, name: str) -> np.ndarray | None:
         """A chime the pack brings as a file (None: one of the project's own)."""
         return self.recorded.get(name)
+
+    def summary(self, text: str) -> Summary:
+        """A clip's loudness summary: kept in the speech cache beside the clip."""
+        from coach import loudness
+
+        clip = self.recorded.get(text)
+        if clip is not None:
+            return loudness.summarize(clip)
+        return self.cache.summary(text, self.settings)
 
 
 def load_recordings(pack: VoicePack, wanted: Iterable[str]) -> dict[str, np.ndarray]:

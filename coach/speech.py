@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 #: Part of every cache key. Bump it whenever the stored samples for the same input would
 #: change (post-processing, sample format), so old clips are never reused.
+#: Part of a clip's summary file: bump it when `loudness.summarize` changes.
+SUMMARY_VERSION = 1
+
 FORMAT_VERSION = "coach-speech-2"
 
 # Post-processing. Speech starts where |x| first exceeds SILENCE (-60 dBFS); the clip keeps
@@ -254,6 +257,37 @@ class SpeechCache:
         frames = len(pcm) // 2
         self._verified[path] = (st.st_size, st.st_mtime_ns, frames)
         return frames
+
+    def summary(self, text: str, settings: SpeechSettings) -> loudness.Summary:
+        """The clip's loudness summary (`coach.loudness.summarize`), kept in a file beside
+        it so that a session's loudness is reckoned without loading every clip again.
+        The file records the clip's size, time and length: one that does not match the
+        clip (or cannot be read) is made again from the clip. Raises CacheMiss as `load`."""
+        import numpy as np
+
+        path = self.path(text, settings)
+        frames = self._check(path)
+        if frames is None:
+            raise CacheMiss(f"speech not cached for {text!r}")
+        st = path.stat()
+        stamp = np.array([SUMMARY_VERSION, st.st_size, st.st_mtime_ns, frames], dtype=np.int64)
+        side = path.with_suffix(".summary.npz")
+        try:
+            with np.load(side, allow_pickle=False) as kept:
+                if np.array_equal(kept["stamp"], stamp):
+                    return loudness.Summary(frames, kept["curve"], kept["peaks"])
+        except (OSError, KeyError, ValueError, EOFError):
+            pass  # none yet, or damaged: made again below
+        made = loudness.summarize(self.load(text, settings))
+        tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.npz"
+        try:
+            np.savez(tmp, stamp=stamp, curve=made.curve, peaks=made.peaks)
+            os.replace(tmp, side)
+        except OSError:
+            pass  # a summary is a saving, not a need: the cache may be read-only
+        finally:
+            tmp.unlink(missing_ok=True)
+        return made
 
     def check_writable(self) -> None:
         """Raise SpeechError at once, naming the folder, if clips cannot be written here

@@ -533,3 +533,32 @@ def test_a_failure_on_a_very_long_cue_blames_its_length(cache: SpeechCache) -> N
     message = str(caught.value)
     assert "600 words, too long to speak in one go: split it" in message, message
     assert "espeak-ng -w" not in message and "\n" not in message
+
+
+@pytest.mark.tts
+def test_a_clips_loudness_summary_is_kept_beside_it_and_remade_when_stale(
+    cache: SpeechCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coach import loudness
+
+    text = SENTENCES[1]
+    Synthesizer(cache).ensure([text], EN)
+    made = cache.summary(text, EN)
+    fresh = loudness.summarize(cache.load(text, EN))
+    assert made.length == len(cache.load(text, EN))
+    assert np.array_equal(made.curve, fresh.curve) and np.array_equal(made.peaks, fresh.peaks)
+    side = cache.path(text, EN).with_suffix(".summary.npz")
+    assert side.is_file()
+    # Kept: the second time the clip is not even loaded.
+    monkeypatch.setattr(SpeechCache, "load", lambda *a: pytest.fail("loaded again"))
+    again = cache.summary(text, EN)
+    assert np.array_equal(again.curve, made.curve)
+    monkeypatch.undo()
+    # A damaged summary is made again, and so is one whose clip has changed since.
+    side.write_bytes(b"garbage")
+    assert np.array_equal(cache.summary(text, EN).curve, made.curve)
+    clip = cache.path(text, EN)
+    os.utime(clip, ns=(0, 0))
+    assert np.array_equal(cache.summary(text, EN).curve, made.curve)
+    with np.load(side) as kept:
+        assert kept["stamp"][2] == 0  # remade for the clip as it is now
