@@ -586,6 +586,9 @@ class Synthesizer:
         def deliver(text: str, samples: np.ndarray, rate: int) -> None:
             pcm = finish_clip(samples, rate, text)
             lengths[text] = self.cache._store(text, plain, pcm)
+            # Its loudness summary now, while the engine makes the next clip, rather than
+            # when the session's level is reckoned (SpeechCache.summary keeps it).
+            self.cache.summary(text, plain)
             self.synthesized += 1
             if progress is not None:
                 progress(len(lengths), total)
