@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 from coach import loudness
 from coach.dsp import raised_cosine
 from coach.errors import SpeechError
+from coach.temporary import fsync_dir, running
 from coach.units import RATE, Samples
 
 if TYPE_CHECKING:
@@ -326,7 +327,7 @@ class SpeechCache:
                 old = now - entry.stat(follow_symlinks=False).st_mtime > older_than
             except OSError:
                 continue
-            if old or (pid is not None and pid != os.getpid() and not _alive(pid)):
+            if old or (pid is not None and pid != os.getpid() and not running(pid)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
                     removed += 1
@@ -362,7 +363,7 @@ class SpeechCache:
                 # entry is there already.
                 if self._check(path) is None:
                     os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as e:
             raise SpeechError(cache_write_error(self.directory, e)) from e
         finally:
@@ -426,30 +427,6 @@ def _verified_samples(blob: bytes) -> bytes | None:
     if hashlib.sha256(data).digest() != digest:
         return None
     return data
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a link or rename in `folder` durable (where the OS can open folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process: it exists
-    return True
 
 
 def cache_write_error(folder: Path, e: OSError) -> str:

@@ -83,7 +83,7 @@ def is_stale(path: Path, now: float | None = None) -> bool:
     match = _OURS.fullmatch(path.name)
     if match and os.name == "posix":
         pid = int(match.group(1))
-        return pid != os.getpid() and not _running(pid)
+        return pid != os.getpid() and not running(pid)
     if match or _OLDER.fullmatch(path.name):
         try:
             age = (time.time() if now is None else now) - path.lstat().st_mtime
@@ -109,7 +109,8 @@ def sweep(folder: Path) -> list[Path]:
     return removed
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether a process of this id exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,3 +118,18 @@ def _running(pid: int) -> bool:
     except OSError:
         return True  # it exists, and belongs to someone else
     return True
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a link or rename in `folder` durable; best effort (not every OS or file
+    system lets a folder be opened or synced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -39,6 +39,7 @@ from coach.encoders import (
     open_encoder,
 )
 from coach.errors import CoachError, UsageError
+from coach.temporary import fsync_dir
 from coach.units import Samples
 
 if TYPE_CHECKING:
@@ -266,7 +267,7 @@ class AudioWriter:
             self._discard()
             raise
         self._committed = True
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         """Give up: close and delete the temporary file. Safe to call more than once."""
@@ -354,19 +355,5 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDWR)  # Windows wants write access to flush a file
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable; best effort (not every OS or file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
