@@ -129,6 +129,11 @@ def main() -> None:
     from coach.session import Options, prepare
     from coach.timetext import clock
 
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cold-only", action="store_true", help="only the cold synthesis figure")
+    args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-voice-"))
     routine = combined_routine(ROUTINES["en"], work / "both.yaml")
 
@@ -147,6 +152,8 @@ def main() -> None:
         f"{clock(cold['total'])} routine: {cold['took']:.1f} s; Piper's own API, same texts, "
         f"one process: {floor:.1f} s; ratio {cold['took'] / floor:.2f}x (goal <= 1.2x)"
     )
+    if args.cold_only:
+        return
 
     # Warm: the whole command, as a user runs it.
     env = {**os.environ, "XDG_CACHE_HOME": str(work / "cold"), "PYTHONPATH": str(ROOT)}
