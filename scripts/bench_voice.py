@@ -125,11 +125,11 @@ def _edit_distance(a: list[str], b: list[str]) -> int:
 
 
 def main() -> None:
+    import argparse
+
     from coach.routine import builtin_routines
     from coach.session import Options, prepare
     from coach.timetext import clock
-
-    import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cold-only", action="store_true", help="only the cold synthesis figure")
