@@ -90,8 +90,10 @@ class CachedClips:
         return clip if clip is not None else self.cache.load(text, self.settings)
 
     def chime(self, name: str) -> np.ndarray | None:
-        """A chime the pack brings as a file (None: one of the project's own)."""
-        return self.recorded.get(name)
+        """A chime the pack brings as a file, else one of the project's own, kept in the
+        speech cache once synthesized (it takes a tenth of a second to make)."""
+        own = self.recorded.get(name)
+        return own if own is not None else self.cache.chime(name)
 
     def summary(self, text: str) -> Summary:
         """A clip's loudness summary: kept in the speech cache beside the clip."""
