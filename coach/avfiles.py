@@ -144,6 +144,12 @@ class AvEncoder:
 
         from coach.encoders import EncodeError
 
+        # AAC: a last frame much shorter than the codec's 1024 samples was dropped (a
+        # session ending 3 samples past a whole frame lost them); it is filled out with
+        # silence, so the file holds the whole session (and up to a frame more).
+        size = self._stream.codec_context.frame_size if self.settings.codec == "aac" else 0
+        if size and self._pts % size:
+            self.skip(size - self._pts % size)
         try:
             self._out.mux(self._stream.encode(None))
             self._out.close()

@@ -4,6 +4,7 @@ and read back by real decoders, a real recognizer listens, a real meter measures
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -572,3 +573,32 @@ def test_an_interrupted_render_leaves_nothing_behind(routine_file, tmp_path, pre
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [3, 23, 400])
+def test_an_m4b_holds_the_whole_session_whatever_its_length(run_cli, tmp_path, extra):
+    """AAC codes whole frames of 1024 samples, and a session ending a few samples past a
+    whole frame lost them. `extra` picks a length that many samples past a frame."""
+    routine = tmp_path / "r.yaml"
+
+    def total_for(seconds: float) -> int:
+        routine.write_text(
+            f"routine: 1\ntitle: T\nvoice: calm-en\nsteps:\n"
+            f"  - title: A\n    say: Rest.\n    time: {seconds:.6f}s\n"
+        )
+        code, preview, err = run_cli("preview", str(routine), "--json")
+        assert code == 0, err
+        return round(json.loads(preview)["total"] * RATE)
+
+    first = total_for(5.0)
+    total = total_for(5.0 + ((extra - first) % 1024) / RATE)
+    assert total % 1024 == extra
+    out = tmp_path / "x.m4b"
+    code, _, err = run_cli("render", str(routine), "-o", str(out))
+    assert code == 0, err
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "s16le", "-ac", "2", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert total <= len(pcm) // 4 < total + 1024, (len(pcm) // 4, total)
