@@ -137,8 +137,9 @@ def wait_sound(recorder, since: float, timeout: float = 5.0) -> None:
     raise AssertionError("the speakers stayed quiet")
 
 
-def wait_quiet(recorder, seconds: float = 1.2, timeout: float = 20.0) -> None:
-    """Until the speakers have been silent for `seconds`."""
+def wait_quiet(recorder, seconds: float = 2.0, timeout: float = 20.0) -> None:
+    """Until the speakers have been silent for `seconds` (more than the 1.5 s of quiet
+    the halfway cue waits for, so that it does not start under a command)."""
     deadline = time.monotonic() + timeout
     n = round(seconds * 48000)
     while time.monotonic() < deadline:
