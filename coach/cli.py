@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("routine", metavar="ROUTINE", help="a built-in routine's name or a file")
     p.add_argument("--json", action="store_true", help="print the timeline as JSON")
-    from coach.controls import KEY_TABLE
+    from coach.controls import KEY_TABLE, WAKE_WORD
 
     p = sub.add_parser(
         "run",
@@ -219,14 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--listen",
-        action="store_true",
-        help="obey spoken commands (pause, resume, next, back, repeat, faster, "
-        "slower, more time, more pressure, lighter), offline",
+        nargs="?",
+        const="wake",
+        choices=("wake", "direct"),
+        metavar="=direct",
+        help='obey spoken commands after the wake word, offline: "coach, next" (pause, '
+        "resume, next, back, repeat, faster, slower, more time, more pressure, lighter), "
+        "also while the coach speaks; --listen=direct: bare commands, for a quiet room",
     )
     p.add_argument(
         "--mic",
         metavar="NAME|INDEX",
         help="the microphone for --listen (default: the system's); implies --listen",
+    )
+    p.add_argument(
+        "--wake-word",
+        metavar="WORDS",
+        default=WAKE_WORD,
+        help=f'what to say before a command (default: {WAKE_WORD}; e.g. "hey coach", '
+        "which chatter matches less); implies --listen",
     )
     p = sub.add_parser(
         "render",
@@ -517,6 +528,7 @@ def _progress(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from coach.controls import WAKE_WORD
     from coach.live import run_live
     from coach.speakers import find_device
     from coach.terminal import KEYS_READ, Keys, Screen, render_status, stutter_text
@@ -529,7 +541,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(player: Player) -> None:
         screen.draw(render_status(player.status(), screen.width))
 
-    listen = args.listen or args.mic is not None
+    listen = bool(args.listen) or args.mic is not None or args.wake_word != WAKE_WORD
+    wake = None if args.listen == "direct" else args.wake_word
     if not screen.interactive:
         print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}", flush=True)
     said_voice = [""]
@@ -553,6 +566,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 on_tick=tick if listen else None,
                 listen=listen,
                 mic=args.mic,
+                wake=wake,
             )
         finally:
             screen.close()

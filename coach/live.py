@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from coach.controls import QUIT_WINDOW, Command, Status
+from coach.controls import QUIT_WINDOW, WAKE_WORD, Command, Status
 from coach.mixer import Mixer, SoundBank
 from coach.routine import PACE_RANGE
 from coach.script import Hint, Script
@@ -64,20 +64,51 @@ TAIL: Samples = to_samples(0.4)
 #: the microphone is still taken to hear it: the room's echo, the sound server's buffers
 #: and the microphone's own latency.
 ECHO_TAIL = 0.45
+#: How much of what the speakers were sent is kept for the echo canceller, in seconds.
+REFERENCE_KEEP = 20.0
 
 
 class Audible:
-    """When the coach is heard in the room: intervals of time.monotonic(), written by
-    the thread that queues blocks and read by the one that listens. A listener ignores
-    what it heard while the coach was sounding, so that the coach never obeys itself."""
+    """What the coach sends to the speakers, and when the room hears it: written by the
+    thread that queues blocks (`sent`), read by the one that listens.
 
-    def __init__(self, tail: float = ECHO_TAIL, keep: float = 30.0) -> None:
+    Two things come of it. `during(start, end)` says whether the coach could be heard
+    between two times of time.monotonic() (speech, chimes, taps; not the rhythm's soft
+    pulses): without an echo canceller a listener ignores what it heard then, so that the
+    coach never obeys itself. And `read(frame, n)` gives back the sound itself, mono, by
+    the output stream's frame, with `frame_at(t)` for the frame the room hears at time t:
+    the reference an echo canceller takes out of the microphone's signal.
+
+    Frames are counted as the output queue counts them (frames put, less those a control
+    dropped before they played), so the reference is exactly what played, controls and
+    all. When a frame plays is estimated from each block's queueing (the queue ahead of
+    it and the output latency), which runs early by up to one callback's worth; the
+    latest of the recent estimates is the offset, and it only moves (`epoch` counts the
+    moves) when the estimates move by more than `jump`: an underrun, a clock that drifts.
+    """
+
+    def __init__(
+        self,
+        tail: float = ECHO_TAIL,
+        keep: float = 30.0,
+        *,
+        reference: float = REFERENCE_KEEP,
+        jump: float = 0.03,
+    ) -> None:
         self.tail = tail
         self.keep = keep
+        self.jump = jump
+        self.epoch = 0
+        self.offset: float | None = None  # monotonic time at which frame 0 is heard
         self._spans: collections.deque[list[float]] = collections.deque()
         self._lock = threading.Lock()
+        self._size = to_samples(reference)
+        self._ring: np.ndarray | None = None  # made on the first block
+        self._written = 0  # the ring holds frames up to this one
+        self._estimates: collections.deque[float] = collections.deque(maxlen=96)
 
     def add(self, start: float, end: float) -> None:
+        """The coach sounds from `start` to `end` (time.monotonic())."""
         with self._lock:
             spans = self._spans
             if spans and start <= spans[-1][1] + 0.05:
@@ -91,6 +122,53 @@ class Audible:
         """Whether the coach could be heard at any moment from `start` to `end`."""
         with self._lock:
             return any(a <= end and start <= b + self.tail for a, b in self._spans)
+
+    def sent(self, block: np.ndarray, frame: int, start: float, sounding: bool) -> None:
+        """A block (frames, channels) was queued to play from the output's `frame` on,
+        heard from about `start`; `sounding`: speech or a chime is in it."""
+        import numpy as np
+
+        if sounding:
+            self.add(start, start + len(block) / RATE)
+        mono = block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block
+        with self._lock:
+            if self._ring is None:
+                self._ring = np.zeros(self._size, dtype=np.float32)
+            at = frame % self._size
+            n = min(len(mono), self._size)
+            first = min(n, self._size - at)
+            self._ring[at : at + first] = mono[:first]
+            self._ring[: n - first] = mono[first:n]
+            self._written = frame + len(mono)  # later frames, if any, were dropped
+            self._estimates.append(start - frame / RATE)
+            latest = max(self._estimates)
+            if self.offset is None or abs(latest - self.offset) > self.jump:
+                self.offset = latest
+                self.epoch += 1
+
+    def frame_at(self, t: float) -> int | None:
+        """The output frame the room hears at monotonic time `t` (None before any block)."""
+        offset = self.offset
+        return None if offset is None else round((t - offset) * RATE)
+
+    def read(self, frame: int, n: int) -> np.ndarray:
+        """Frames `frame` to `frame + n` as sent, mono float32; silence where nothing was
+        sent (yet, or any more)."""
+        import numpy as np
+
+        out = np.zeros(n, dtype=np.float32)
+        with self._lock:
+            ring = self._ring
+            if ring is None:
+                return out
+            lo = max(frame, self._written - self._size, 0)
+            hi = min(frame + n, self._written)
+            if hi > lo:  # at most one ring's length: two pieces at most
+                at = lo % self._size
+                first = min(hi - lo, self._size - at)
+                out[lo - frame : lo - frame + first] = ring[at : at + first]
+                out[lo - frame + first : hi - frame] = ring[: hi - lo - first]
+        return out
 
 
 @dataclass
@@ -519,10 +597,9 @@ class Player:
         self.finished = True
 
     def _put(self, block: np.ndarray, tag: tuple[Any, ...], sounding: bool) -> None:
-        """Queue a block; if the coach sounds in it, note when the room will hear it."""
-        if sounding:
-            start = self.clock() + self.out.queued_frames() / RATE + self.latency
-            self.audible.add(start, start + len(block) / RATE)
+        """Queue a block, and tell `audible` what the room will hear, and when."""
+        start = self.clock() + self.out.queued_frames() / RATE + self.latency
+        self.audible.sent(block, self.out.put_frames, start, sounding)
         self.out.put(block, tag)
 
     def _mix_overlays(self, block: np.ndarray) -> np.ndarray:
@@ -581,7 +658,7 @@ class LiveResult:
     quit: bool
     heard: tuple[Any, ...] = ()  # listen.Heard, the voice commands obeyed
     voice: str = ""  # what the screen last said about voice commands
-    ignored: int = 0  # sounds the microphone heard while the coach was sounding
+    ignored: int = 0  # sounds heard while the coach was sounding, left unobeyed
 
 
 def run_live(
@@ -594,15 +671,16 @@ def run_live(
     speak_controls: bool = True,
     listen: bool = False,
     mic: str | None = None,
+    wake: str | None = WAKE_WORD,
 ) -> LiveResult:
     """Play a prepared session through the speakers until it ends or is quit.
 
     `keys` (coach.terminal.Keys, entered) gives commands; `screen` shows the status;
     `on_tick` sees the player about ten times a second; without `speak_controls` the
-    coach says nothing about controls (paused, the pressure hints). With `listen`, spoken commands
-    from the `mic` input device (default: the system's) steer it too; without a working
-    microphone it plays on with keys. Ctrl-C fades out within a few blocks and re-raises
-    KeyboardInterrupt.
+    coach says nothing about controls (paused, the pressure hints). With `listen`, spoken
+    commands from the `mic` input device (default: the system's) steer it too, after the
+    `wake` word (None: bare commands); without a working microphone it plays on with
+    keys. Ctrl-C fades out within a few blocks and re-raises KeyboardInterrupt.
     """
     from coach import speakers
     from coach.mixer import session_gain
@@ -619,7 +697,7 @@ def run_live(
     if listen:
         from coach.listen import VoiceControl
 
-        voice = VoiceControl(player, mic=mic)
+        voice = VoiceControl(player, mic=mic, wake=wake)
         voice.start()
     player.pump()
     stream = speakers.Output(dev, out, channels=channels, latency=LATENCY)
@@ -667,7 +745,5 @@ def run_live(
         player.quit,
         tuple(voice.heard) if voice is not None else (),
         player.voice,
-        voice.listener.counts.during_coach
-        if voice is not None and voice.listener is not None
-        else 0,
+        voice.listener.counts.ignored if voice is not None and voice.listener is not None else 0,
     )

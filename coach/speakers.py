@@ -346,6 +346,12 @@ class BlockQueue:
         counting underruns."""
         self._finishing = True
 
+    @property
+    def put_frames(self) -> int:
+        """Frames put so far, less those ``clear()`` dropped: the stream frame at which
+        the next block put will play (for the echo canceller's reference)."""
+        return self._put_frames
+
     def queued_frames(self) -> int:
         """Frames put but not yet handed to the stream."""
         return max(0, self._put_frames - self._taken_frames)

@@ -1,213 +1,377 @@
-"""Voice commands: how many are understood, how often the coach's own voice would be
-obeyed, and how long a command takes to act.
+"""Voice commands in a simulated room: how many are understood between cues and over the
+coach's speech, how often chatter or the coach's own voice would be obeyed, and how long
+a command takes to act.
 
 Everything runs through coach.listen.Listener, the code `coach run --listen` uses, fed
-16 kHz audio block by block as a microphone would feed it (but faster than real time).
+16 kHz microphone audio block by block (faster than real time), with the reference of
+what the speakers were sent in a coach.live.Audible, as a live Player writes it, its
+timing estimates jittered as a real queue's are. The room: the speakers reach the
+microphone after 80 ms with reflections (tests/speech_for_listen.py: room), the coach's
+echo about as loud as the person speaking, and a microphone's hiss (-60 dBFS).
 
-1. Recognition: every command in several espeak-ng voices and rates, 1 s apart, with
-   a faint hiss (-60 dBFS) and, in turn, no more, white noise 30 dB and 20 dB under the
-   speech. A command counts when the Listener hears that command for it (a wrong
-   command and no command both count against).
-2. False triggers: rendered sessions (both routines, calm-en and brisk-en) fed in whole,
-   as if the speakers were beside the microphone: once with the gate that drops what is
-   heard while the coach sounds (as live), once without it (the recognizer alone).
-3. Command to effect: per command, the endpointer's wait after the speech ends (stream
-   time), plus the decoding (wall time on this machine), plus one block and the output
-   latency a live Player adds (coach.live). tests/test_listen_e2e.py measures the whole
-   path through PulseAudio and holds it under 1 s.
+1. Recognition: "coach, <command>" for every command, in the Piper voice (en_US-joe,
+   three length scales) and five espeak-ng voices (three rates), with no added noise and
+   with white noise 30 dB and 20 dB under the speech, in turn; once between cues, once
+   over the coach's speech (rendered sessions of the built-in routines, commands laid
+   over its cues after the first 8 s, the echo canceller learning the room as it goes).
+   A command counts when the Listener hears that command for it (a wrong command and no
+   command both count against).
+2. False triggers: the chatter of tests/speech_for_listen.py (38 phrases, five voices,
+   a cough and a laugh) between cues, with the wake word and without (--listen=direct);
+   and the rendered sessions alone, the coach's speech fed back with barge-in on.
+3. Command to effect: the endpointer's wait after the speech ends (stream time), plus
+   the decoding (wall time on this machine), plus one block and the output latency a
+   live Player adds (coach.live). tests/test_listen_e2e.py measures the whole path
+   through PulseAudio.
 
-    .venv/bin/python scripts/bench_listen.py
+    .venv/bin/python scripts/bench_listen.py [--quick]
 """
 
 from __future__ import annotations
 
-import io
+import argparse
 import itertools
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from speech_for_listen import (
+    CHATTER,
+    ESPEAK_VOICES,
+    SR,
+    cough,
+    laugh,
+    noisy,
+    piper_available,
+    room,
+    speak,
+)
+
 from coach import listen
-from coach.live import BLOCK, ECHO_TAIL, LATENCY
-from coach.timeline import PULSE
+from coach.controls import WORDS
+from coach.live import BLOCK, LATENCY, Audible
 from coach.units import RATE
 
-VOICES = ["en-us", "en", "en-gb-scotland", "en-029", "en-us+f3", "en-gb-x-rp"]
-SPEEDS = [140, 175, 210]
-NOISES: list[float | None] = [None, 30.0, 20.0]  # speech-to-noise in dB; None: hiss only
-SR = listen.MIC_RATE
+ESPEAK_RATES = [140, 175, 210]
+PIPER_SCALES = [0.85, 1.0, 1.2]
+NOISES: list[float | None] = [None, 30.0, 20.0]
+ECHO_GAIN = 0.7  # the coach's sound at the microphone, against what the speakers were sent
+ROUTINES = ("upper-back-basics", "upper-back-fist-rocking")
 
 
-def espeak(text: str, voice: str, speed: int) -> np.ndarray:
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-        capture_output=True,
-        check=True,
-    ).stdout
-    y, rate = sf.read(io.BytesIO(wav), dtype="float64")
-    return soxr.resample(y, rate, SR)
+def speakers(quick: bool) -> list[tuple[str, float]]:
+    voices = [("piper", s) for s in PIPER_SCALES] if piper_available() else []
+    voices += [(v, r) for v in ESPEAK_VOICES for r in ESPEAK_RATES]
+    return voices[::3] if quick else voices
 
 
-def stream(
-    listener: listen.Listener, audio: bytes, t0: float = 0.0
-) -> list[tuple[listen.Heard, float, float]]:
-    """Feed `audio` in 30 ms blocks; each command with the stream time at which it was
-    decided and the wall time its block took."""
-    out = []
-    block = round(0.03 * SR) * 2
-    for k in range(0, len(audio), block):
-        chunk = audio[k : k + block]
-        captured = t0 + (k + len(chunk)) / 2 / SR
-        began = time.perf_counter()
-        heard = listener.feed(chunk, captured)
-        took = time.perf_counter() - began
-        out += [(h, captured, took) for h in heard]
+@dataclass
+class Room:
+    """One simulated run: the coach's sound (48 kHz, mono) and what people say (16 kHz),
+    both on one stream clock, through the Listener."""
+
+    coach: np.ndarray  # 48 kHz
+    sounding: list[tuple[float, float]]  # seconds: speech and chimes
+    people: np.ndarray  # 16 kHz
+    wake: str | None = "coach"
+    seed: int = 0
+    heard: list[tuple[listen.Heard, float, float]] = field(default_factory=list)
+
+    def run(self) -> listen.Listener:
+        rng = np.random.default_rng(self.seed)
+        n = len(self.people)
+        t0 = 1000.0  # the monotonic clock at stream time 0
+        audible = Audible()
+        ref = soxr.resample(self.coach.astype(np.float64), RATE, SR)[:n]
+        ref = np.pad(ref, (0, n - len(ref)))
+        echo = np.convolve(ref, room(self.seed))[:n] * ECHO_GAIN
+        mic = echo + self.people + rng.normal(0, 30 / 32768, n)
+        pcm = np.clip(np.round(mic * 32768), -32768, 32767).astype("<i2").tobytes()
+        listener = listen.Listener(
+            listen.Recognizer(self.wake), gate=audible.during, reference=audible
+        )
+        spans = iter(self.sounding)
+        span = next(spans, None)
+        written = 0
+        block = round(0.03 * SR)
+        for k in range(0, n, block):
+            t = (k + block) / SR
+            upto = min(len(self.coach), round((t + 0.3) * RATE))  # the Player keeps ahead
+            while written < upto:
+                m = min(BLOCK, upto - written)
+                a, b = written / RATE, (written + m) / RATE
+                while span is not None and span[1] < a:
+                    span = next(spans, None)
+                on = span is not None and span[0] < b
+                heard_at = t0 + a - rng.uniform(0, 0.012)  # the queue's estimate runs early
+                audible.sent(self.coach[written : written + m, None], written, heard_at, on)
+                written += m
+            began = time.perf_counter()
+            got = listener.feed(pcm[2 * k : 2 * (k + block)], t0 + t + rng.uniform(0, 0.008))
+            took = time.perf_counter() - began
+            self.heard += [
+                (listen.Heard(h.phrase, h.control, h.start - t0, h.end - t0), t, took) for h in got
+            ]
+        return listener
+
+
+def lay(clips: list[np.ndarray], at: list[float], n: int) -> np.ndarray:
+    out = np.zeros(n)
+    for clip, t in zip(clips, at, strict=True):
+        k = round(t * SR)
+        out[k : k + len(clip)] += clip[: n - k]
     return out
 
 
-def recognition() -> tuple[list[float], list[float]]:
-    rng = np.random.default_rng(1)
-    parts, truth = [], []
-    pos = 1.0
-    parts.append(np.zeros(SR))
-    cases = list(itertools.product(VOICES, SPEEDS, listen.WORDS))
-    for i, (voice, speed, command) in enumerate(cases):
-        y = espeak(command, voice, speed)
+@dataclass(frozen=True)
+class Said:
+    text: str
+    voice: str
+    rate: float
+    noise: float | None
+    start: float
+    end: float
+
+
+def commands(
+    voices: list[tuple[str, float]], seed: int
+) -> list[tuple[str, str, float, float | None, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, ((voice, rate), command) in enumerate(itertools.product(voices, WORDS)):
         noise = NOISES[i % len(NOISES)]
-        if noise is not None:
-            power = np.mean(y[np.abs(y) > 1e-3] ** 2)
-            y = y + rng.normal(0, np.sqrt(power / 10 ** (noise / 10)), len(y))
-        parts += [y, np.zeros(SR)]
-        truth.append((pos, pos + len(y) / SR, command, voice, speed, noise))
-        pos += len(y) / SR + 1.0
-    x = np.concatenate(parts)
-    listener = listen.Listener(listen.Recognizer())
-    results = stream(listener, listen.to_pcm(x, SR, seed=3))  # with a microphone's hiss
-    right = Counter()
-    total = Counter()
-    waits, decodes = [], []
-    wrong = []
-    for start, end, command, voice, speed, noise in truth:
+        clip = noisy(speak(f"coach, {command}", voice, rate), noise, rng)
+        out.append((command, voice, rate, noise, clip))
+    return out
+
+
+def score(
+    said: list[Said], heard: list[tuple[listen.Heard, float, float]], title: str
+) -> list[tuple[float, float]]:
+    """Print the recognition figures; return (wait, decoding) of each right command."""
+    right: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    timing = []
+    missed = []
+    for s in said:
         got = [
-            (h, at, took) for h, at, took in results if h.start < end + 0.3 and h.end > start - 0.3
+            (h, at, took)
+            for h, at, took in heard
+            if h.start < s.end + 0.3 and h.end > s.start - 0.3
         ]
-        ok = len(got) == 1 and got[0][0].phrase == command
-        for key in ("all", f"noise {noise or 'none'}", f"voice {voice}", f"rate {speed}"):
+        ok = len(got) == 1 and got[0][0].phrase == s.text
+        voice = "piper" if s.voice == "piper" else f"espeak {s.voice}"
+        for key in ("all", f"noise {s.noise or 'none'}", f"voice {voice}"):
             total[key] += 1
             right[key] += ok
         if ok:
             _, at, took = got[0]
-            waits.append(at - end)
-            decodes.append(took)
+            timing.append((at - s.end, took))
         else:
-            wrong.append(
-                f"{command!r} ({voice}, {speed} wpm, noise {noise}) -> "
+            missed.append(
+                f"{s.text!r} ({s.voice}, {s.rate:g}, noise {s.noise}) -> "
                 f"{[g[0].phrase for g in got] or 'nothing'}"
             )
+    goal = "at least 95%" if "between" in title else "at least 85%"
     print(
-        f"recognition: {right['all']}/{total['all']} commands "
-        f"({100 * right['all'] / total['all']:.1f}%; goal: at least 95%)"
+        f"recognition {title}: {right['all']}/{total['all']} commands "
+        f"({100 * right['all'] / total['all']:.1f}%; goal: {goal})"
     )
-    for key in sorted(total):
-        if key != "all":
-            print(
-                f"  {key:<22} {right[key]:>3}/{total[key]:<3} "
-                f"({100 * right[key] / total[key]:.0f}%)"
-            )
-    for line in wrong:
+    print("  " + "; ".join(f"{k} {right[k]}/{total[k]}" for k in sorted(total) if k != "all"))
+    for line in missed[:10]:
         print(f"  missed: {line}")
-    print(f"  utterances {listener.counts.utterances}, rejected {listener.counts.rejected}")
-    return waits, decodes
+    if len(missed) > 10:
+        print(f"  ... and {len(missed) - 10} more")
+    return timing
 
 
-def false_triggers() -> None:
+def between_cues(voices: list[tuple[str, float]]) -> list[tuple[float, float]]:
+    clips = commands(voices, seed=1)
+    at, t = [], 1.0
+    for *_, clip in clips:
+        at.append(t)
+        t += len(clip) / SR + 1.3
+    people = lay([c[-1] for c in clips], at, round((t + 1) * SR))
+    sim = Room(np.zeros(round((t + 1) * RATE), dtype=np.float32), [], people, seed=1)
+    listener = sim.run()
+    said = [
+        Said(c, v, r, nz, a, a + len(clip) / SR)
+        for (c, v, r, nz, clip), a in zip(clips, at, strict=True)
+    ]
+    timing = score(said, sim.heard, "between cues")
+    print(f"  {listener.counts}")
+    return timing
+
+
+def sessions() -> list[
+    tuple[str, np.ndarray, list[tuple[float, float]], list[tuple[float, float]]]
+]:
+    """Rendered sessions: (name, 48 kHz mono, speech spans, speech-and-chime spans)."""
     from coach.render import render
     from coach.session import Options, prepare
+    from coach.timeline import PULSE, SPEECH
 
-    sessions = [
-        (r, v)
-        for r in ("upper-back-basics", "upper-back-fist-rocking")
-        for v in ("calm-en", "brisk-en")
-    ]
-    totals = {"gate": 0, "no gate": 0}
-    heard_without: list[str] = []
-    heard_with: list[str] = []
-    session_hours = speech_hours = 0.0
-    ignored = 0
+    packs = ["gentle-en", "calm-en"] if piper_available() else ["calm-en"]
+    out = []
     with tempfile.TemporaryDirectory() as folder:
-        for routine, voice in sessions:
-            prepared = prepare(routine, Options(voice=voice))
-            path = Path(folder) / f"{routine}-{voice}.wav"
+        for routine, pack in itertools.product(ROUTINES, packs):
+            prepared = prepare(routine, Options(voice=pack))
+            path = Path(folder) / "session.wav"
             render(prepared, path)
-            audio, rate = sf.read(str(path), dtype="float64")
-            data = listen.to_pcm(audio.mean(axis=1), rate, seed=2)
-            spans = [
-                (e.start / RATE, e.end / RATE) for e in prepared.timeline.events if e.kind != PULSE
-            ]
+            audio, rate = sf.read(str(path), dtype="float32")
+            assert rate == RATE
+            events = prepared.timeline.events
+            speech = [(e.start / RATE, e.end / RATE) for e in events if e.kind == SPEECH]
+            sounding = [(e.start / RATE, e.end / RATE) for e in events if e.kind != PULSE]
+            out.append((f"{routine} ({pack})", audio.mean(axis=1), speech, sounding))
+    return out
 
-            def sounding(start: float, end: float, spans=spans) -> bool:
-                return any(a <= end and start <= b + ECHO_TAIL for a, b in spans)
 
-            recognizer = listen.Recognizer()
-            gated = listen.Listener(recognizer, gate=sounding)
-            open_ = listen.Listener(recognizer)
-            through = stream(gated, data)
-            totals["gate"] += len(through)
-            heard_with += [
-                f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})" for h, _, _ in through
-            ]
-            found = stream(open_, data)
-            totals["no gate"] += len(found)
-            heard_without += [
-                f"{h.phrase!r} at {h.start:.1f} s in {routine} ({voice})" for h, _, _ in found
-            ]
-            ignored += gated.counts.during_coach
-            session_hours += len(data) / 2 / SR / 3600
-            speech_hours += (
-                sum(e.end - e.start for e in prepared.timeline.events if e.kind == "speech")
-                / RATE
-                / 3600
+def over_speech(voices: list[tuple[str, float]], rendered) -> None:
+    clips = commands(voices, seed=2)
+    said: list[Said] = []
+    heard: list[tuple[listen.Heard, float, float]] = []
+    ratios = []
+    counts: Counter[str] = Counter()
+    queue = list(clips)
+    for k, (_, audio, speech, sounding) in enumerate(rendered):
+        if not queue:
+            break
+        at, take = [], []
+        last = 8.0  # the canceller learns the room from the coach's first words
+        for a, b in speech:
+            while queue and max(a + 0.3, last) + len(queue[0][-1]) / SR < b and a > 8.0:
+                start = max(a + 0.3, last)
+                clip = queue.pop(0)
+                at.append(start)
+                take.append(clip)
+                last = start + len(clip[-1]) / SR + 1.2
+        n = round(len(audio) / RATE * SR)
+        people = lay([c[-1] for c in take], at, n)
+        sim = Room(audio, sounding, people, seed=10 + k)
+        listener = sim.run()
+        counts += Counter(vars(listener.counts))
+        shift = 10_000.0 * k  # each session on a clock of its own: keep them apart
+        heard += [
+            (listen.Heard(h.phrase, h.control, h.start + shift, h.end + shift), at, took)
+            for h, at, took in sim.heard
+        ]
+        ref = soxr.resample(audio.astype(np.float64), RATE, SR)
+        for (c, v, r, nz, clip), a in zip(take, at, strict=True):
+            said.append(Said(c, v, r, nz, a + shift, a + shift + len(clip) / SR))
+            i = round(a * SR)
+            echo = ref[i : i + len(clip)] * ECHO_GAIN
+            ratios.append(10 * np.log10(np.mean(clip**2) / max(1e-12, np.mean(echo**2))))
+    if queue:
+        print(f"  ({len(queue)} commands found no cue long enough to say them over)")
+    score(said, heard, "over the coach's speech")
+    print(f"  {', '.join(f'{k} {v}' for k, v in counts.items())}")
+    print(
+        f"  command to echo: median {statistics.median(ratios):.1f} dB (the command against the "
+        "coach's sound reaching the microphone)"
+    )
+
+
+def chatter(voices: list[tuple[str, float]]) -> None:
+    rng = np.random.default_rng(3)
+    clips = [
+        noisy(speak(text, v, r), NOISES[i % 3], rng)
+        for i, (text, (v, r)) in enumerate(itertools.product(CHATTER, voices))
+    ]
+    clips += [cough(0), laugh(0), cough(1), laugh(1)]
+    at, t = [], 1.0
+    for clip in clips:
+        at.append(t)
+        t += len(clip) / SR + 1.0
+    n = round((t + 1) * SR)
+    people = lay(clips, at, n)
+    hours = sum(len(c) for c in clips) / SR / 3600
+    for wake, name in (("coach", "with the wake word"), (None, "without (--listen=direct)")):
+        sim = Room(np.zeros(round((t + 1) * RATE), dtype=np.float32), [], people, wake=wake, seed=3)
+        listener = sim.run()
+        goal = "; goal: 0" if wake else ""
+        print(
+            f"false triggers, chatter between cues {name}: {len(sim.heard)} in "
+            f"{len(clips)} utterances, {hours * 60:.1f} min of talk "
+            f"({len(sim.heard) / hours:.0f} per hour{goal}); {listener.counts.utterances} "
+            "utterances reached the recognizer"
+        )
+        for h, _, _ in sim.heard[:8]:
+            i = max(k for k, a in enumerate(at) if a <= h.start + 0.3)
+            print(f"    {h.phrase!r} from utterance {i}")
+
+
+def own_voice(rendered) -> None:
+    for wake, name in (("coach", "with the wake word"), (None, "bare commands (--listen=direct)")):
+        total = 0
+        speech_hours = 0.0
+        counts = Counter()
+        found = []
+        for k, (title, audio, speech, sounding) in enumerate(rendered):
+            n = round(len(audio) / RATE * SR)
+            sim = Room(audio, sounding, np.zeros(n), wake=wake, seed=20 + k)
+            listener = sim.run()
+            total += len(sim.heard)
+            found += [f"{h.phrase!r} at {h.start:.1f} s in {title}" for h, _, _ in sim.heard]
+            speech_hours += sum(b - a for a, b in speech) / 3600
+            c = listener.counts
+            counts.update(
+                dict(
+                    dropped_unlearnt=c.during_coach,
+                    echo=c.echo,
+                    own_words=c.own_words,
+                    rejected=c.rejected,
+                    too_long=c.too_long,
+                )
             )
-    print(
-        f"false triggers, coach's own speech fed back: {session_hours:.2f} h of sessions "
-        f"holding {speech_hours:.2f} h of speech"
-    )
-    print(
-        f"  with the gate (as live): {totals['gate']} "
-        f"({totals['gate'] / speech_hours:.1f} per hour of speech; goal: 0); "
-        f"{ignored} utterances ignored"
-    )
-    for line in heard_with[:12]:
-        print(f"    {line}")
-    print(
-        f"  without the gate (recognizer alone): {totals['no gate']} "
-        f"({totals['no gate'] / speech_hours:.1f} per hour of speech)"
-    )
-    for line in heard_without[:12]:
-        print(f"    {line}")
+        print(
+            f"false triggers, the coach's own speech fed back, barge-in on, {name}: {total} in "
+            f"{speech_hours * 60:.1f} min of speech "
+            f"({total / speech_hours:.1f} per hour; goal: 0); "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+        )
+        for line in found[:8]:
+            print(f"    {line}")
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a third of the voices")
+    parser.add_argument("--skip", default="", help="comma list: between,over,chatter,own")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
     began = time.perf_counter()
-    waits, decodes = recognition()
-    player = BLOCK / RATE + LATENCY
-    effect = [w + d + player for w, d in zip(waits, decodes, strict=True)]
-    print(
-        f"command to effect: median {1000 * statistics.median(effect):.0f} ms, "
-        f"max {1000 * max(effect):.0f} ms (goal: under 1 s): endpointer wait median "
-        f"{1000 * statistics.median(waits):.0f} ms, decoding median "
-        f"{1000 * statistics.median(decodes):.0f} ms max {1000 * max(decodes):.0f} ms, "
-        f"player {1000 * player:.0f} ms"
-    )
-    false_triggers()
+    voices = speakers(args.quick)
+    print(f"voices: {', '.join(f'{v} {r:g}' for v, r in voices)}")
+    if "between" not in skip:
+        timing = between_cues(voices)
+        player = BLOCK / RATE + LATENCY
+        effect = [w + d + player for w, d in timing]
+        if effect:
+            print(
+                f"command to effect: median {1000 * statistics.median(effect):.0f} ms, "
+                f"max {1000 * max(effect):.0f} ms (goal: median under 0.7 s): endpointer wait "
+                f"median {1000 * statistics.median(w for w, _ in timing):.0f} ms, decoding "
+                f"median {1000 * statistics.median(d for _, d in timing):.0f} ms, "
+                f"player {1000 * player:.0f} ms"
+            )
+    rendered = sessions() if not {"over", "own"} <= skip else []
+    if "over" not in skip:
+        over_speech(voices, rendered)
+    if "chatter" not in skip:
+        chatter(voices)
+    if "own" not in skip:
+        own_voice(rendered)
     print(f"bench time {time.perf_counter() - began:.0f} s")
     return 0
 

