@@ -7,6 +7,13 @@ PulseAudio, so it is there wherever the sound server is. (PyPI's ``speexdsp`` 0.
 ``webrtc-audio-processing`` are source packages that did not build here: they need SWIG,
 headers and a compiler, for what ctypes reaches in the shared library.)
 
+``Aligner`` keeps the reference where the canceller can use it: it measures, from the two
+signals themselves, how late the coach's echo reaches the microphone after its reference,
+and says how far to move the reference when that delay leaves the canceller's reach.
+Timestamps alone (when a block was queued, when one was captured) are off by tens of
+milliseconds and wander; an echo that arrives before its reference, or later than the
+filter is long, cannot be cancelled at all (measured: docs/audio-devices.md).
+
 ``EchoCanceller.process(mic, reference)`` takes 16-bit frames of what the microphone heard
 and of what the speakers were sent at the same moments, and returns the microphone's
 sound less its estimate of the echo. The filter learns the room (its delay and
@@ -16,6 +23,7 @@ has how long that takes and how much it removes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -29,7 +37,36 @@ if TYPE_CHECKING:
 FRAME = 160
 #: How much of the room the filter models, in seconds: the sound's way from the
 #: speakers to the microphone (buffers included) and its reverberation.
-TAIL = 0.4
+TAIL = 0.3
+#: Where the Aligner keeps the echo: this long after its reference, and it moves the
+#: reference when a measured delay falls outside BAND (slow drift between the two
+#: clocks is followed by the filter itself in between).
+TARGET = 0.02
+BAND = (0.005, 0.06)
+#: The Aligner measures over the last HISTORY seconds of both signals (FIRST at least),
+#: every CHECK seconds of them, and trusts a delay whose whitened correlation peak
+#: stands MIN_PEAK times over its median and whose plain normalized correlation reaches
+#: MIN_CORR (a room's reflections leave the direct sound 0.2-0.4 of it; speech the
+#: reference does not explain, under 0.07, measured), measured twice in a row within AGREE.
+HISTORY = 3.0
+FIRST = 1.5
+CHECK = 0.5
+MIN_CORR = 0.12
+MIN_PEAK = 25.0
+AGREE = 0.002
+#: The delays it looks for, either side of the reference.
+SEARCH = 0.5
+#: The direct sound is the earliest peak this high against the highest.
+FIRST_PEAK = 0.5
+#: How far the cross-spectrum is whitened to find the delay (1: all the way, PHAT).
+WHITEN = 0.8
+#: The drift is the slope of the delays trusted over the last DRIFT_TIME seconds (over
+#: DRIFT_MIN at least), less those that stray STRAY seconds from a first fit; at most
+#: MAX_DRIFT (1000 ppm: a clock that far off is broken).
+DRIFT_TIME = 30.0
+DRIFT_MIN = 6.0
+STRAY = 0.001
+MAX_DRIFT = 1e-3
 
 _SET_SAMPLING_RATE = 24  # speex_echo.h: SPEEX_ECHO_SET_SAMPLING_RATE
 
@@ -54,6 +91,152 @@ def _library() -> Any:
     lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
     lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
     return lib
+
+
+class Aligner:
+    """Where the reference must be for the canceller: how late the coach's echo reaches
+    the microphone after it, measured from the signals themselves (a cross-correlation
+    of the last HISTORY seconds, every CHECK seconds while the coach sounds), and how
+    fast that delay drifts (two clocks a little apart: the speakers' and the
+    microphone's; measured over DRIFT_TIME).
+
+    ::
+
+        aligner = Aligner(16000)
+        move = aligner.push(mic, ref)  # samples; 0 but when the echo left BAND
+        # move > 0: the echo comes `move` samples later than TARGET, so read the
+        # reference that much earlier from now on (and start the canceller over);
+        # aligner.drift: read it 1 - drift samples on for each microphone sample
+    """
+
+    def __init__(self, rate: int = 16000) -> None:
+        import numpy as np
+
+        self.rate = rate
+        self._size = round(HISTORY * rate)
+        self._mic = np.zeros(0, dtype=np.float64)
+        self._ref = np.zeros(0, dtype=np.float64)
+        self._fed = 0  # samples since the last measurement
+        self._last: float | None = None  # the last delay measured, in samples
+        self.delay: float | None = None  # seconds: the delay last trusted
+        self.moves = 0
+        #: Samples the echo's delay grows by for each sample (0: one clock).
+        self.drift = 0.0
+        self._t = 0  # samples pushed in all
+        self._applied = 0.0  # samples the reference was read earlier by, moves and drift
+        # (sample, delay + applied) of the delays trusted: the delay as it would be had
+        # the reference never moved, whose slope is the drift.
+        self._readings: collections.deque[tuple[int, float]] = collections.deque()
+
+    def push(self, mic: np.ndarray, reference: np.ndarray) -> int:
+        """Take the next samples of both (the same length; any scale, the same for each
+        from call to call); return how many samples to move the reference by."""
+        import numpy as np
+
+        n = len(mic)
+        self._t += n
+        self._applied += self.drift * n
+        self._mic = np.concatenate([self._mic, np.asarray(mic, dtype=np.float64)])[-self._size :]
+        self._ref = np.concatenate([self._ref, np.asarray(reference, dtype=np.float64)])[
+            -self._size :
+        ]
+        self._fed += n
+        if self._fed < CHECK * self.rate or len(self._mic) < FIRST * self.rate:
+            return 0
+        self._fed = 0
+        lag = self.measure(self._mic, self._ref)
+        if lag is None:
+            self._last = None
+            return 0
+        agreed = self._last is not None and abs(lag - self._last) <= AGREE * self.rate
+        self._last = lag
+        if not agreed:
+            return 0
+        self.delay = lag / self.rate
+        # The middle of the history measured, and the correction applied there (the
+        # drift's part of it grew over the history; take it at the middle).
+        self._readings.append((self._t - len(self._mic) // 2, lag + self._applied))
+        self._follow_drift()
+        if BAND[0] <= self.delay <= BAND[1]:
+            return 0
+        move = round(lag - TARGET * self.rate)
+        self._applied += move
+        self.forget(readings=False)
+        self.delay = TARGET
+        self.moves += 1
+        return move
+
+    def _follow_drift(self) -> None:
+        """The drift: the slope of the delay (had the reference never moved) over the
+        last DRIFT_TIME, by least squares, a second time without the readings that
+        stray from the first fit by more than STRAY (a reflection taken for the
+        direct sound)."""
+        import numpy as np
+
+        readings = self._readings
+        while readings and readings[0][0] < self._t - DRIFT_TIME * self.rate:
+            readings.popleft()
+        if len(readings) < 8 or readings[-1][0] - readings[0][0] < DRIFT_MIN * self.rate:
+            return
+        t = np.array([r[0] for r in readings], dtype=np.float64)
+        d = np.array([r[1] for r in readings])
+        slope, icept = np.polyfit(t, d, 1)
+        keep = np.abs(d - (slope * t + icept)) <= STRAY * self.rate
+        if keep.sum() >= 6:
+            slope, _ = np.polyfit(t[keep], d[keep], 1)
+        self.drift = float(np.clip(slope, -MAX_DRIFT, MAX_DRIFT))
+
+    def forget(self, *, readings: bool = True) -> None:
+        """Start measuring again: the reference moved (by a move of ours), or the
+        output's timing jumped (`readings` too: the delays before are no guide)."""
+        import numpy as np
+
+        self._mic = np.zeros(0, dtype=np.float64)
+        self._ref = np.zeros(0, dtype=np.float64)
+        self._fed = 0
+        self._last = None
+        if readings:
+            self._readings.clear()
+
+    def measure(self, mic: np.ndarray, ref: np.ndarray) -> float | None:
+        """The lag (samples, to a fraction of one) at which `ref` best explains `mic`
+        (mic[i] ~ g ref[i - lag]), within SEARCH either way, or None when nothing fits to
+        MIN_CORR (the coach was quiet, or someone spoke over all of it)."""
+        import numpy as np
+
+        e_mic, e_ref = float(np.dot(mic, mic)), float(np.dot(ref, ref))
+        if e_ref <= 0 or e_mic <= 0:
+            return None
+        size = 1 << (len(mic) + len(ref)).bit_length()
+        cross = np.fft.rfft(mic, size) * np.conj(np.fft.rfft(ref, size))
+        w = round(SEARCH * self.rate)
+
+        def lags(spectrum: np.ndarray) -> np.ndarray:
+            c = np.fft.irfft(spectrum, size)
+            return np.concatenate([c[-w:], c[: w + 1]])  # lag -w .. w
+
+        # Where: the cross-spectrum whitened (most of the way: PHAT-beta), so the direct
+        # sound stands out of the reflections and of speech's own low-frequency weight.
+        white = np.abs(lags(cross / np.maximum(np.abs(cross), 1e-12) ** WHITEN))
+        top = int(np.argmax(white))
+        # The direct sound comes first: the earliest peak of at least FIRST_PEAK of the
+        # highest (a reflection off a wall or a desk can be nearly as strong, and which
+        # of the two is highest changes from one stretch of speech to the next).
+        first = int(np.flatnonzero(white >= FIRST_PEAK * white[top])[0])
+        k = first + int(np.argmax(white[first : first + 8]))
+        # How well: the plain normalized correlation there (1: the reference explains
+        # the microphone entirely).
+        plain = np.abs(lags(cross)[max(0, k - 16) : k + 17]).max()
+        if plain / np.sqrt(e_mic * e_ref) < MIN_CORR or white[k] < MIN_PEAK * np.median(white):
+            return None
+        # To a fraction of a sample: the parabola through the peak and its neighbours.
+        frac = 0.0
+        if 0 < k < len(white) - 1:
+            y0, y1, y2 = white[k - 1], white[k], white[k + 1]
+            bend = y0 - 2 * y1 + y2
+            if bend < 0:
+                frac = float(np.clip(0.5 * (y0 - y2) / bend, -0.5, 0.5))
+        return k - w + frac
 
 
 class EchoCanceller:

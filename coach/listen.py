@@ -34,6 +34,7 @@ import importlib.resources
 import math
 import os
 import queue
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -106,8 +107,13 @@ LEAD = 0.06
 MIN_ERLE = 10.0
 NEAR_MARGIN = 8.0
 NEAR_FLOOR = 6.0
-#: How fast the measure of the canceller's work follows the room, in seconds.
+#: The measure of the canceller's work: the median over the last ERLE_TIME seconds of
+#: the windows whose reference is louder than ECHO_FLOOR (-50 dBFS, int16 units squared).
 ERLE_TIME = 2.0
+ECHO_FLOOR = (32768 * 10 ** (-50 / 20)) ** 2
+#: An environment variable naming a file: each utterance heard, what became of it and
+#: why, a line each (to see why a command was or was not obeyed).
+TRACE_ENV = "COACH_LISTEN_LOG"
 #: A microphone that has sent nothing for this long has stopped.
 SILENT_MIC = 2.0
 
@@ -411,9 +417,23 @@ class _Reference:
         cutoff = 0.45 / self.factor
         taps = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hamming(len(n))
         self._taps = (taps / taps.sum()).astype(np.float32)
-        self.frame: int | None = None  # 48 kHz frame of the next 16 kHz sample
+        self.frame: float | None = None  # 48 kHz frame of the next 16 kHz sample
+        self.drift = 0.0  # the Aligner's: samples the echo's delay grows by a sample
         self.epoch = -1
         self.anchored_at: float | None = None  # the microphone's clock when anchored
+        # Frames the timestamps are off by, as the signals themselves showed (Aligner);
+        # once they have, `locked`.
+        self.correction = 0
+        self.locked = False
+
+    def move(self, samples: int) -> None:
+        """Read the reference `samples` (at MIC_RATE) earlier from now on: the echo was
+        measured that much later than the canceller wants it."""
+        shift = samples * self.factor
+        self.correction -= shift
+        self.locked = True
+        if self.frame is not None:
+            self.frame -= shift
 
     def read(self, mic_time: float, n: int) -> tuple[np.ndarray, bool]:
         """n samples (float, [-1, 1]) for the microphone samples whose first is heard at
@@ -424,7 +444,12 @@ class _Reference:
         jumped = False
         if audible.offset is None:
             return np.zeros(n, dtype=np.float32), False
-        if (
+        if self.locked and self.frame is not None:
+            # The signals place the reference now (moves, drift): neither timestamp
+            # estimate settling nor the output's own estimate moving changes it; an
+            # underrun the Aligner sees for itself.
+            self.anchored_at = mic_time
+        elif (
             self.frame is None
             or self.epoch != audible.epoch
             or self.anchored_at is None
@@ -433,12 +458,20 @@ class _Reference:
             frame = audible.frame_at(mic_time + LEAD)
             assert frame is not None
             jumped = self.frame is not None
-            self.frame, self.epoch, self.anchored_at = frame, audible.epoch, mic_time
+            self.frame = float(frame + self.correction)
+            self.epoch, self.anchored_at = audible.epoch, mic_time
         assert self.frame is not None and self.anchored_at is not None
+        # Low-pass the 48 kHz reference, then take it at this stream's own positions:
+        # `factor` frames a sample, less the drift (exactly every third frame without).
         k = self.frame
-        wide = audible.read(k - self.TAPS, self.factor * n + 2 * self.TAPS)
-        out = np.convolve(wide, self._taps, mode="valid")[:: self.factor][:n]
-        self.frame = k + self.factor * n
+        step = self.factor * (1.0 - self.drift)
+        base = math.floor(k) - 1
+        span = math.ceil(step * n) + 3
+        wide = audible.read(base - self.TAPS, span + 2 * self.TAPS)
+        low = np.convolve(wide, self._taps, mode="valid")  # low[j]: frame base + j
+        at = (k - base) + step * np.arange(n)
+        out = np.interp(at, np.arange(len(low)), low)
+        self.frame = k + step * n
         self.anchored_at += n / MIC_RATE
         return out.astype(np.float32), jumped
 
@@ -461,10 +494,12 @@ class Listener:
         gate: Callable[[float, float], bool] | None = None,
         reference: Audible | None = None,
         cancel: bool = True,
+        trace: Callable[[str], None] | None = None,
     ) -> None:
         import numpy as np
 
         self.recognizer = recognizer
+        self.trace = trace
         self.gate = gate or (lambda start, end: False)
         self.counts = Counts()
         self.vad = _voice_detector()
@@ -478,6 +513,9 @@ class Listener:
                 self.canceller = EchoCanceller(MIC_RATE)
             except EchoUnavailable as e:
                 self.problem = str(e)
+        from coach.echo import Aligner
+
+        self.aligner = Aligner(MIC_RATE)
         self._resample: Any = None
         if rate != MIC_RATE:
             import soxr
@@ -488,6 +526,7 @@ class Listener:
         self._mic_t0 = math.inf  # monotonic time of sample 0 (the least estimate)
         self._clean = np.zeros(0, dtype=np.int16)  # cleaned, waiting for a full window
         self._raw = np.zeros(0, dtype=np.float64)  # the microphone's, alongside
+        self._ref = np.zeros(0, dtype=np.float64)  # the canceller's reference, alongside
         self._done = 0  # 16 kHz samples given to the voice detector
         self._preroll: collections.deque[np.ndarray] = collections.deque(
             maxlen=max(1, round(PRE_ROLL * MIC_RATE / WINDOW))
@@ -498,8 +537,14 @@ class Listener:
         self._last_voice = 0  # sample after the last window over VAD_OFF
         self._speech = 0  # windows over VAD_ON in the utterance
         self._energy = [0.0, 0.0]  # the utterance's voiced windows: raw, cleaned
-        self._echo_energy = [1e-9, 1e-9]  # smoothed, while only the coach sounds
+        # dB taken out of the echo in the latest windows where only the coach sounded:
+        # their median is robust to a word someone said that the detector missed.
+        self._erles: collections.deque[float] = collections.deque(
+            maxlen=round(ERLE_TIME * MIC_RATE / WINDOW)
+        )
         self.erle = 0.0  # dB the canceller takes out of the coach's echo, as measured
+        self._ref_e = 0.0  # the reference's energy in the window at hand
+        self._ref_last = 0.0  # and in the window before
         self._woke_until = -math.inf
         self._seed = 0
         self.last: Decoded | None = None  # what the recognizer made of the last utterance
@@ -532,24 +577,45 @@ class Listener:
         mic, self._pending = self._pending[:usable], self._pending[usable:]
         at = self._samples - len(self._pending) - usable  # the first sample of `mic`
         clean = mic
+        ref_used = np.zeros(usable)
         if self._reference is not None:
             ref, jumped = self._reference.read(self._time(at), usable)
             if self.canceller is not None:
                 if jumped:
-                    self.canceller.reset()
-                    self.erle = 0.0
+                    self._start_over()
                 ref16 = np.clip(np.round(ref * 32768), -32768, 32767).astype(np.int16)
                 clean = self.canceller.process(mic, ref16)
+                ref_used = ref16.astype(np.float64)
+                move = self.aligner.push(mic, ref)
+                self._reference.drift = self.aligner.drift
+                if self.aligner.delay is not None:
+                    self._reference.locked = True
+                if move:
+                    self._reference.move(move)
+                    self._start_over()
         self._clean = np.concatenate([self._clean, clean])
         self._raw = np.concatenate([self._raw, mic.astype(np.float64)])
+        self._ref = np.concatenate([self._ref, ref_used])
         heard: list[Heard] = []
         while len(self._clean) >= WINDOW:
             window, self._clean = self._clean[:WINDOW], self._clean[WINDOW:]
             raw, self._raw = self._raw[:WINDOW], self._raw[WINDOW:]
+            # (this window and the one before: the echo comes a little after its reference)
+            self._ref_e = float(np.mean(self._ref[:WINDOW] ** 2) + self._ref_last) / 2
+            self._ref_last = float(np.mean(self._ref[:WINDOW] ** 2))
+            self._ref = self._ref[WINDOW:]
             command = self._window(window, raw)
             if command is not None:
                 heard.append(command)
         return heard
+
+    def _start_over(self) -> None:
+        """The reference moved: the canceller learns the room again, and is measured
+        again (barge-in waits until it has)."""
+        self.canceller.reset()
+        self.aligner.forget()
+        self.erle = 0.0
+        self._erles.clear()
 
     def _window(self, window: np.ndarray, raw: np.ndarray) -> Heard | None:
         """One window of the voice detector: the endpointer's step."""
@@ -561,15 +627,13 @@ class Listener:
         clean_e = float(np.mean(window.astype(np.float64) ** 2))
         raw_e = float(np.mean(raw**2))
         coach = self.gate(self._time(start), self._time(self._done))
-        if coach and p < VAD_OFF and self.canceller is not None:
-            a = math.exp(-WINDOW / MIC_RATE / ERLE_TIME)
-            self._echo_energy = [
-                a * self._echo_energy[0] + (1 - a) * raw_e,
-                a * self._echo_energy[1] + (1 - a) * clean_e,
-            ]
-            self.erle = 10 * math.log10(
-                max(self._echo_energy[0], 1e-9) / max(self._echo_energy[1], 1e-9)
-            )
+        # The canceller's work is measured where there is an echo to take out: the
+        # reference sounds, and nobody speaks (quiet windows between the coach's words
+        # would only measure the room's hiss against itself).
+        if coach and p < VAD_OFF and self.canceller is not None and self._ref_e > ECHO_FLOOR:
+            ratio = 10 * math.log10(max(raw_e, 1e-9) / max(clean_e, 1e-9))
+            self._erles.append(ratio)
+            self.erle = statistics.median(self._erles)
         if self._utterance is None:
             if p < VAD_ON:
                 self._preroll.append(window)
@@ -595,52 +659,69 @@ class Listener:
         return None
 
     def _finish(self) -> Heard | None:
+        """An utterance ended: count what became of it, and say so to `trace`."""
+        parts, self._utterance = self._utterance or [], None
+        start, end = self._utt_start, self._last_voice
+        long, self._too_long = self._too_long, False
+        self.counts.utterances += 1
+        self.last = None
+        outcome, heard = self._judge(parts, start, end, long)
+        setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
+        if self.trace is not None:
+            d = self.last
+            said = f" {d.phrase or '-'}{f' ({d.why})' if d.why else ''}" if d else ""
+            measures = (
+                " ".join(
+                    f"{k} {v:.2f}"
+                    for k, v in vars(d).items()
+                    if isinstance(v, float) and math.isfinite(v)
+                )
+                if d
+                else ""
+            )
+            self.trace(
+                f"{self._time(start):.2f}-{self._time(end):.2f} {outcome}{said}"
+                f"{' ' + measures if measures else ''}; echo cancelled {self.erle:.1f} dB, "
+                f"delay {self.aligner.delay if self.aligner.delay is not None else '?'}"
+            )
+        return heard
+
+    def _judge(
+        self, parts: list[np.ndarray], start: int, end: int, long: bool
+    ) -> tuple[str, Heard | None]:
+        """What became of an utterance (a field of Counts) and the command, if any."""
         import numpy as np
 
-        parts, self._utterance = self._utterance or [], None
-        counts = self.counts
-        counts.utterances += 1
-        end = self._last_voice
-        start = self._utt_start
-        long, self._too_long = self._too_long, False
         t0, t1 = self._time(start), self._time(end)
         coach = self.gate(t0, t1)
         if coach and not self.barge_in:
-            counts.during_coach += 1
-            return None
+            return "during_coach", None
         if long or (end - start) / MIC_RATE > MAX_UTTERANCE:
-            counts.too_long += 1
-            return None
+            return "too_long", None
         if self._speech * WINDOW / MIC_RATE < MIN_SPEECH:
-            counts.too_little += 1
-            return None
+            return "too_little", None
         keep = len(parts) * WINDOW - (self._done - end) + round(0.1 * MIC_RATE)
         x = np.concatenate(parts)[:keep].astype(np.float64)
         if coach:
             near = 10 * math.log10(max(self._energy[1], 1e-9) / max(self._energy[0], 1e-9))
             if near < min(NEAR_MARGIN - self.erle, -NEAR_FLOOR):
-                counts.echo += 1
-                return None
+                return "echo", None
         bare = t0 <= self._woke_until
         voiced = self._speech * WINDOW / MIC_RATE
-        counts.decoded += 1
+        self.counts.decoded += 1
         decoded = self.recognizer.decode(_dithered(x, self._seed), bare=bare, voiced=voiced)
         self.last = decoded
         phrase = decoded.phrase if decoded.accepted else None
         self._seed += 1
         if phrase == Recognizer.WAKE_ONLY:
             self._woke_until = t1 + WAKE_WINDOW
-            counts.rejected += 1
-            return None
+            return "rejected", None
         if phrase is None:
-            counts.rejected += 1
-            return None
+            return "rejected", None
         if coach and self._reference is not None and self._says(phrase, start, x, bare):
-            counts.own_words += 1
-            return None
+            return "own_words", None
         self._woke_until = -math.inf
-        counts.heard += 1
-        return Heard(phrase, WORDS[phrase], t0, t1)
+        return "heard", Heard(phrase, WORDS[phrase], t0, t1)
 
     def _says(self, phrase: str, start: int, x: np.ndarray, bare: bool) -> bool:
         """Whether the coach's own sound over the utterance says `phrase` too."""
@@ -681,6 +762,7 @@ class VoiceControl:
         self._blocks: queue.SimpleQueue[tuple[bytes, float]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._log: Any = None
 
     def start(self) -> bool:
         from coach import speakers
@@ -696,6 +778,7 @@ class VoiceControl:
                 rate=mic.rate,
                 gate=self.player.audible.during,
                 reference=self.player.audible,
+                trace=self._trace_to(os.environ.get(TRACE_ENV)),
             )
         except (ListenError, speakers.AudioDeviceError) as e:
             if mic is not None:
@@ -708,6 +791,21 @@ class VoiceControl:
         self._thread = threading.Thread(target=self._run, name="coach-listener", daemon=True)
         self._thread.start()
         return True
+
+    def _trace_to(self, path: str | None) -> Callable[[str], None] | None:
+        """Where each utterance's fate is written, when TRACE_ENV names a file."""
+        if not path:
+            return None
+        try:
+            log = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise ListenError(f"{path}: cannot write the listening log ({e.strerror})") from e
+        self._log = log
+
+        def write(line: str) -> None:
+            log.write(line + "\n")
+
+        return write
 
     def listening(self) -> str:
         """What the screen says while listening."""
@@ -743,3 +841,5 @@ class VoiceControl:
             self._thread.join(2.0)
         if self._mic is not None:
             self._mic.stop()
+        if self._log is not None:
+            self._log.close()

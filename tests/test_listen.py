@@ -12,7 +12,7 @@ from speech_for_listen import SR, cough, espeak, laugh, piper_available, room, s
 
 from coach import listen
 from coach.chimes import pulse
-from coach.echo import EchoCanceller
+from coach.echo import BAND, TARGET, Aligner, EchoCanceller
 from coach.live import Audible
 from coach.units import RATE
 
@@ -28,9 +28,16 @@ def feed(listener: listen.Listener, *sounds: np.ndarray, gap: float = 1.0) -> li
     return stream(listener, listen.to_pcm(x, SR, seed=0))
 
 
-def stream(listener: listen.Listener, data: bytes, audible: Audible | None = None, coach=None):
+def stream(
+    listener: listen.Listener,
+    data: bytes,
+    audible: Audible | None = None,
+    coach=None,
+    late: float = 0.0,
+):
     """Feed int16 `data`; with `audible`, write `coach` (48 kHz) into it 0.3 s ahead of the
-    microphone, as a live Player does."""
+    microphone, as a live Player does, its estimate of when each block is heard `late`
+    seconds off."""
     heard = []
     block = 960
     written = 0
@@ -41,7 +48,7 @@ def stream(listener: listen.Listener, data: bytes, audible: Audible | None = Non
             while written < upto:
                 part = coach[written : written + 512]
                 loud = bool(np.abs(part).max() > 1e-3)
-                audible.sent(part[:, None], written, T0 + written / RATE, loud)
+                audible.sent(part[:, None], written, T0 + written / RATE + late, loud)
                 written += len(part)
         heard += listener.feed(data[k : k + block], T0 + t)
     return heard
@@ -177,6 +184,44 @@ def test_a_command_over_the_coachs_speech_is_heard(recognizer, coach_speech):
     assert T0 + 8.8 < heard[0].start < T0 + 9.2
 
 
+@pytest.mark.parametrize("late", [-0.15, 0.2])
+def test_timestamps_tens_of_milliseconds_off_are_put_right_by_the_signals(
+    recognizer, coach_speech, late
+):
+    """The output's timing estimate `late` s off (the echo would come before its
+    reference, or later than the filter reaches): the Aligner measures the echo's real
+    delay and moves the reference, and the command over the coach is still heard."""
+    n = round(len(coach_speech) / RATE * SR) + SR
+    people = said_at(n, (11.0, speak("coach, next", "en-us", 160)))
+    coach = Audible()
+    listener = listen.Listener(recognizer, gate=coach.during, reference=coach)
+    heard = stream(listener, through_the_room(coach_speech, people), coach, coach_speech, late)
+    assert [h.phrase for h in heard] == ["next"]
+    assert listener.aligner.moves == 1
+    assert listener.erle > 15, listener.erle
+
+
+@pytest.mark.parametrize("ppm", [-150, 120])
+def test_clocks_that_drift_apart_are_followed(recognizer, coach_speech, ppm):
+    """The microphone's clock `ppm` parts per million off the speakers' (two devices;
+    or PulseAudio's loopback): the echo's delay moves by 1-2 samples a second, more than
+    the canceller follows by itself. The Aligner measures the drift and reads the
+    reference at that pace: the canceller keeps its grip, and a command over the coach a
+    minute on is heard."""
+    coach = np.concatenate([coach_speech] * 4)
+    n = round(len(coach) / RATE * SR) + SR
+    ref = soxr.resample(coach.astype(np.float64), RATE, SR * (1 + ppm * 1e-6))
+    echo = np.convolve(ref, room())[:n] * 0.7
+    people = said_at(n, (len(coach) / RATE - 6.0, speak("coach, pause", "en-us", 160)))
+    mic = listen.to_pcm(np.pad(echo, (0, n - len(echo))) + people, SR, seed=4)
+    audible = Audible()
+    listener = listen.Listener(recognizer, gate=audible.during, reference=audible)
+    heard = stream(listener, mic, audible, coach)
+    assert listener.aligner.drift * 1e6 == pytest.approx(ppm, abs=25)
+    assert listener.erle > 15, listener.erle
+    assert [h.phrase for h in heard] == ["pause"]
+
+
 def test_without_the_canceller_it_is_dropped_unheard(recognizer, coach_speech):
     n = round(len(coach_speech) / RATE * SR) + SR
     people = said_at(n, (9.0, speak("coach, next", "en-us", 160)))
@@ -214,6 +259,29 @@ def test_the_echo_canceller_learns_a_delayed_echo():
     assert erle > 20, erle
     with pytest.raises(ValueError, match="multiple of 160"):
         aec.process(np.zeros(100, np.int16), np.zeros(100, np.int16))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.08, 0.3])
+def test_the_aligner_measures_the_echos_delay_from_the_signals(delay):
+    """Real speech through a room whose direct sound comes `delay` s after the
+    reference: a delay within BAND is left to the filter; any other is moved to TARGET."""
+    ref = espeak(COACH_TEXT, "en-us", 165)[: 8 * SR]
+    rng = np.random.default_rng(1)
+    mic = np.convolve(ref, room(delay=delay))[: len(ref)] * 0.3 + rng.normal(0, 1e-3, len(ref))
+    aligner = Aligner(SR)
+    moves = [
+        m
+        for k in range(0, len(ref), 480)
+        if (m := aligner.push(mic[k : k + 480], ref[k : k + 480]))
+    ]
+    if BAND[0] <= delay <= BAND[1]:
+        assert moves == [] and aligner.delay == pytest.approx(delay, abs=0.001)
+    else:
+        # (the reference is not moved here, so the move is asked for again and again)
+        assert moves and abs(moves[0] - round((delay - TARGET) * SR)) <= 16, moves
+    # Nothing to measure in silence or in sound the reference does not explain.
+    assert Aligner(SR).measure(rng.normal(0, 1, 3 * SR), np.zeros(3 * SR)) is None
+    assert Aligner(SR).measure(rng.normal(0, 1, 3 * SR), rng.normal(0, 1, 3 * SR)) is None
 
 
 def test_audible_hands_back_what_was_sent_by_frame():
