@@ -20,11 +20,12 @@ import time
 import uuid
 import wave
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coach.children import sigint_ignored
 from coach.errors import SpeechError
 from coach.speech import Deliver, SpeechSettings, Voice, import_post_processing, short
 
@@ -380,7 +381,7 @@ class Pyttsx3Engine:
                     daemon=True,
                     args=(child_end, driver, timeout),
                 )
-                with _sigint_ignored():
+                with sigint_ignored():
                     process.start()
                 child_end.close()
                 worker = _Worker(process, parent_end)
@@ -417,66 +418,6 @@ class Pyttsx3Engine:
             _stop(pool, graceful=ok)
             for job in jobs:
                 job.raw.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Start a child with SIGINT ignored, so that a Ctrl-C while the worker is still
-    importing prints no traceback there (the parent decides, and terminates it); a
-    Ctrl-C for this process meanwhile is held, then acted on.
-
-    The child's Python is started through a two-line shell launcher that ignores SIGINT
-    and execs it: an ignored disposition survives exec, and Python then installs no
-    KeyboardInterrupt handler. Ignoring SIGINT in this process instead, while the child
-    is started, can lose a Ctrl-C meant for us: the kernel may hand a process-wide
-    signal to another thread (espeak-ng runs one), where it is dropped. Without a shell
-    (Windows), children start as they are; their first line ignores SIGINT."""
-    import signal
-    from multiprocessing import spawn
-
-    launcher = _launcher()
-    if launcher is None:
-        yield
-        return
-    # A Ctrl-C for us while the child is being started is held until it has its
-    # instructions: cut short, it would die reading them, with a traceback.
-    held: list[int] = []
-    main = threading.current_thread() is threading.main_thread()
-    handler = signal.signal(signal.SIGINT, lambda n, _: held.append(n)) if main else None
-    before = spawn.get_executable()
-    spawn.set_executable(launcher)
-    try:
-        yield
-    finally:
-        spawn.set_executable(before)
-        if main:
-            signal.signal(signal.SIGINT, handler)
-            if held and callable(handler):
-                handler(signal.SIGINT, None)
-
-
-@functools.cache
-def _launcher() -> str | None:
-    """The path of the launcher (made once per process, removed at exit), or None."""
-    import atexit
-    import shlex
-    import shutil
-    import sys
-    import tempfile
-
-    sh = shutil.which("sh")
-    if os.name != "posix" or sh is None or not sys.executable:
-        return None
-    try:
-        folder = tempfile.mkdtemp(prefix="coach-tts-")
-        path = os.path.join(folder, "python")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(f"#!{sh}\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
-        os.chmod(path, 0o700)
-    except OSError:
-        return None
-    atexit.register(shutil.rmtree, folder, True)
-    return path
 
 
 def _stop(workers: list[_Worker], *, graceful: bool) -> None:

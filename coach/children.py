@@ -1,0 +1,72 @@
+"""Child processes that a Ctrl-C does not interrupt: the speech workers
+(coach.speech_pyttsx3) and the recognizer of voice commands (coach.listen) are started
+through `sigint_ignored()`, and the parent decides when they end."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Start a child with SIGINT ignored, so that a Ctrl-C while the worker is still
+    importing prints no traceback there (the parent decides, and terminates it); a
+    Ctrl-C for this process meanwhile is held, then acted on.
+
+    The child's Python is started through a two-line shell launcher that ignores SIGINT
+    and execs it: an ignored disposition survives exec, and Python then installs no
+    KeyboardInterrupt handler. Ignoring SIGINT in this process instead, while the child
+    is started, can lose a Ctrl-C meant for us: the kernel may hand a process-wide
+    signal to another thread (espeak-ng and PortAudio run some), where it is dropped.
+    Without a shell (Windows), children start as they are; their first line ignores
+    SIGINT."""
+    import signal
+    from multiprocessing import spawn
+
+    launcher = _launcher()
+    if launcher is None:
+        yield
+        return
+    # A Ctrl-C for us while the child is being started is held until it has its
+    # instructions: cut short, it would die reading them, with a traceback.
+    held: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, lambda n, _: held.append(n)) if main else None
+    before = spawn.get_executable()
+    spawn.set_executable(launcher)
+    try:
+        yield
+    finally:
+        spawn.set_executable(before)
+        if main:
+            signal.signal(signal.SIGINT, handler)
+            if held and callable(handler):
+                handler(signal.SIGINT, None)
+
+
+@functools.cache
+def _launcher() -> str | None:
+    """The path of the launcher (made once per process, removed at exit), or None."""
+    import atexit
+    import shlex
+    import shutil
+    import sys
+    import tempfile
+
+    sh = shutil.which("sh")
+    if os.name != "posix" or sh is None or not sys.executable:
+        return None
+    try:
+        folder = tempfile.mkdtemp(prefix="coach-child-")
+        path = os.path.join(folder, "python")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"#!{sh}\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+        os.chmod(path, 0o700)
+    except OSError:
+        return None
+    atexit.register(shutil.rmtree, folder, True)
+    return path
