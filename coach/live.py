@@ -134,6 +134,12 @@ class Audible:
         with self._lock:
             if self._ring is None:
                 self._ring = np.zeros(self._size, dtype=np.float32)
+            if frame > self._written:  # the stream played silence of its own meanwhile
+                gap = min(frame - self._written, self._size)
+                start = self._written % self._size
+                first = min(gap, self._size - start)
+                self._ring[start : start + first] = 0
+                self._ring[: gap - first] = 0
             at = frame % self._size
             n = min(len(mono), self._size)
             first = min(n, self._size - at)

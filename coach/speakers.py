@@ -305,6 +305,7 @@ class BlockQueue:
         self._offset = 0
         self._played: tuple[object, int] = (None, 0)
         self._taken_frames = 0
+        self._padded = 0  # frames of silence the stream played for want of blocks
         # Producer side.
         self._put_frames = 0
         self._last_tag: object = None
@@ -348,9 +349,11 @@ class BlockQueue:
 
     @property
     def put_frames(self) -> int:
-        """Frames put so far, less those ``clear()`` dropped: the stream frame at which
-        the next block put will play (for the echo canceller's reference)."""
-        return self._put_frames
+        """Frames put so far, less those ``clear()`` dropped, plus the silence the
+        stream played when it ran out: the stream frame at which the next block put will
+        play (for the echo canceller's reference, which an underrun would otherwise
+        leave behind the sound by as much)."""
+        return self._put_frames + self._padded
 
     def queued_frames(self) -> int:
         """Frames put but not yet handed to the stream."""
@@ -396,6 +399,7 @@ class BlockQueue:
         self._taken_frames += done
         if done < frames:
             out[done:] = 0
+            self._padded += frames - done
             return self._finishing
         return True
 
