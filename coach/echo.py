@@ -54,6 +54,8 @@ CHECK = 0.5
 MIN_CORR = 0.12
 MIN_PEAK = 25.0
 AGREE = 0.002
+#: A trusted delay this far from the one before means the sound's way changed.
+JUMP = 0.002
 #: The delays it looks for, either side of the reference.
 SEARCH = 0.5
 #: The direct sound is the earliest peak this high against the highest.
@@ -61,11 +63,10 @@ FIRST_PEAK = 0.5
 #: How far the cross-spectrum is whitened to find the delay (1: all the way, PHAT).
 WHITEN = 0.8
 #: The drift is the slope of the delays trusted over the last DRIFT_TIME seconds (over
-#: DRIFT_MIN at least), less those that stray STRAY seconds from a first fit; at most
-#: MAX_DRIFT (1000 ppm: a clock that far off is broken).
+#: DRIFT_MIN at least; a robust slope); at most MAX_DRIFT (1000 ppm: a clock that far
+#: off is broken).
 DRIFT_TIME = 30.0
-DRIFT_MIN = 6.0
-STRAY = 0.001
+DRIFT_MIN = 10.0
 MAX_DRIFT = 1e-3
 
 _SET_SAMPLING_RATE = 24  # speex_echo.h: SPEEX_ECHO_SET_SAMPLING_RATE
@@ -152,13 +153,22 @@ class Aligner:
         self._last = lag
         if not agreed:
             return 0
+        before = self.delay
         self.delay = lag / self.rate
+        if before is not None and abs(self.delay - before) > JUMP:
+            # The sound's way changed at once (an underrun, a device that stalled): the
+            # delays before are no guide to the drift, and the canceller starts over.
+            self._readings.clear()
+            return self._move(lag)
         # The middle of the history measured, and the correction applied there (the
         # drift's part of it grew over the history; take it at the middle).
         self._readings.append((self._t - len(self._mic) // 2, lag + self._applied))
         self._follow_drift()
         if BAND[0] <= self.delay <= BAND[1]:
             return 0
+        return self._move(lag)
+
+    def _move(self, lag: float) -> int:
         move = round(lag - TARGET * self.rate)
         self._applied += move
         self.forget(readings=False)
@@ -168,9 +178,7 @@ class Aligner:
 
     def _follow_drift(self) -> None:
         """The drift: the slope of the delay (had the reference never moved) over the
-        last DRIFT_TIME, by least squares, a second time without the readings that
-        stray from the first fit by more than STRAY (a reflection taken for the
-        direct sound)."""
+        last DRIFT_TIME."""
         import numpy as np
 
         readings = self._readings
@@ -180,10 +188,13 @@ class Aligner:
             return
         t = np.array([r[0] for r in readings], dtype=np.float64)
         d = np.array([r[1] for r in readings])
-        slope, icept = np.polyfit(t, d, 1)
-        keep = np.abs(d - (slope * t + icept)) <= STRAY * self.rate
-        if keep.sum() >= 6:
-            slope, _ = np.polyfit(t[keep], d[keep], 1)
+        # Theil-Sen: the median of the slopes between every two readings far enough
+        # apart, which a few stray readings do not move.
+        i, j = np.triu_indices(len(t), 1)
+        apart = t[j] - t[i] >= DRIFT_MIN * self.rate / 2
+        if apart.sum() < 8:
+            return
+        slope = float(np.median((d[j] - d[i])[apart] / (t[j] - t[i])[apart]))
         self.drift = float(np.clip(slope, -MAX_DRIFT, MAX_DRIFT))
 
     def forget(self, *, readings: bool = True) -> None:
@@ -207,27 +218,26 @@ class Aligner:
         e_mic, e_ref = float(np.dot(mic, mic)), float(np.dot(ref, ref))
         if e_ref <= 0 or e_mic <= 0:
             return None
-        size = 1 << (len(mic) + len(ref)).bit_length()
-        cross = np.fft.rfft(mic, size) * np.conj(np.fft.rfft(ref, size))
         w = round(SEARCH * self.rate)
-
-        def lags(spectrum: np.ndarray) -> np.ndarray:
-            c = np.fft.irfft(spectrum, size)
-            return np.concatenate([c[-w:], c[: w + 1]])  # lag -w .. w
-
+        size = 1 << (len(mic) + w).bit_length()  # lags up to w either way do not wrap
+        cross = np.fft.rfft(mic, size) * np.conj(np.fft.rfft(ref, size))
         # Where: the cross-spectrum whitened (most of the way: PHAT-beta), so the direct
         # sound stands out of the reflections and of speech's own low-frequency weight.
-        white = np.abs(lags(cross / np.maximum(np.abs(cross), 1e-12) ** WHITEN))
+        c = np.fft.irfft(cross / np.maximum(np.abs(cross), 1e-12) ** WHITEN, size)
+        white = np.abs(np.concatenate([c[-w:], c[: w + 1]]))  # lag -w .. w
         top = int(np.argmax(white))
         # The direct sound comes first: the earliest peak of at least FIRST_PEAK of the
         # highest (a reflection off a wall or a desk can be nearly as strong, and which
         # of the two is highest changes from one stretch of speech to the next).
         first = int(np.flatnonzero(white >= FIRST_PEAK * white[top])[0])
         k = first + int(np.argmax(white[first : first + 8]))
+        if white[k] < MIN_PEAK * np.median(white):
+            return None
         # How well: the plain normalized correlation there (1: the reference explains
-        # the microphone entirely).
-        plain = np.abs(lags(cross)[max(0, k - 16) : k + 17]).max()
-        if plain / np.sqrt(e_mic * e_ref) < MIN_CORR or white[k] < MIN_PEAK * np.median(white):
+        # the microphone entirely), the best within a millisecond.
+        lag = k - w
+        plain = max(abs(_dot_at(mic, ref, d)) for d in range(lag - 16, lag + 17))
+        if plain / np.sqrt(e_mic * e_ref) < MIN_CORR:
             return None
         # To a fraction of a sample: the parabola through the peak and its neighbours.
         frac = 0.0
@@ -237,6 +247,15 @@ class Aligner:
             if bend < 0:
                 frac = float(np.clip(0.5 * (y0 - y2) / bend, -0.5, 0.5))
         return k - w + frac
+
+
+def _dot_at(mic: np.ndarray, ref: np.ndarray, lag: int) -> float:
+    """sum of mic[i] * ref[i - lag]."""
+    import numpy as np
+
+    if lag >= 0:
+        return float(np.dot(mic[lag:], ref[: len(ref) - lag]))
+    return float(np.dot(mic[:lag], ref[-lag:]))
 
 
 class EchoCanceller:

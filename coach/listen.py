@@ -330,6 +330,83 @@ class Recognizer:
         return float((hyp.score - free.score) / frames * 1e4)
 
 
+class RecognizerProcess:
+    """A Recognizer in a process of its own, with the same `decode` and `recognize`.
+
+    pocketsphinx holds Python's GIL while it decodes, up to a tenth of a second at a
+    time (measured); in the process that plays the session that starves the audio
+    callback, and the speakers stutter (underruns) whenever a command is decoded. Here
+    it decodes beside the session, on another core if there is one. `close()` ends it.
+    """
+
+    def __init__(self, wake: str | None = WAKE_WORD) -> None:
+        import multiprocessing
+
+        from coach.children import sigint_ignored
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_recognizer_main, args=(child, wake), name="coach-recognizer", daemon=True
+        )
+        with sigint_ignored():
+            self._process.start()
+        child.close()
+        try:
+            ok, answer = self._conn.recv()
+        except EOFError:
+            ok, answer = False, "the recognizer's process ended as it started"
+        if not ok:
+            self.close()
+            raise ListenError(answer)
+        self.wake: list[str] | None = answer
+
+    def decode(self, pcm: bytes, *, bare: bool = False, voiced: float | None = None) -> Decoded:
+        self._conn.send((pcm, bare, voiced))
+        decoded: Decoded = self._conn.recv()
+        return decoded
+
+    def recognize(
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
+    ) -> str | None:
+        decoded = self.decode(pcm, bare=bare, voiced=voiced)
+        return decoded.phrase if decoded.accepted else None
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        self._process.join(2.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+def _recognizer_main(conn: Any, wake: str | None) -> None:
+    """Body of the recognizer's process: a Recognizer, one utterance at a time, until
+    None or a closed pipe."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we end
+    try:
+        recognizer = Recognizer(wake)
+    except ListenError as e:
+        conn.send((False, str(e)))
+        return
+    conn.send((True, recognizer.wake))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        pcm, bare, voiced = job
+        conn.send(recognizer.decode(pcm, bare=bare, voiced=voiced))
+
+
 @dataclass(frozen=True)
 class Decoded:
     """What the recognizer made of an utterance: the phrase the grammar found (None:
@@ -445,9 +522,10 @@ class _Reference:
         if audible.offset is None:
             return np.zeros(n, dtype=np.float32), False
         if self.locked and self.frame is not None:
-            # The signals place the reference now (moves, drift): neither timestamp
-            # estimate settling nor the output's own estimate moving changes it; an
-            # underrun the Aligner sees for itself.
+            # The signals place the reference now (moves, drift): neither clock
+            # estimate settling changes it (early in a session they move by tens of
+            # milliseconds with no change in the sound's way); an underrun the Aligner
+            # sees for itself, and moves the reference.
             self.anchored_at = mic_time
         elif (
             self.frame is None
@@ -459,7 +537,8 @@ class _Reference:
             assert frame is not None
             jumped = self.frame is not None
             self.frame = float(frame + self.correction)
-            self.epoch, self.anchored_at = audible.epoch, mic_time
+            self.anchored_at = mic_time
+        self.epoch = audible.epoch
         assert self.frame is not None and self.anchored_at is not None
         # Low-pass the 48 kHz reference, then take it at this stream's own positions:
         # `factor` frames a sample, less the drift (exactly every third frame without).
@@ -488,7 +567,7 @@ class Listener:
 
     def __init__(
         self,
-        recognizer: Recognizer,
+        recognizer: Recognizer | RecognizerProcess,
         *,
         rate: int = MIC_RATE,
         gate: Callable[[float, float], bool] | None = None,
@@ -500,6 +579,7 @@ class Listener:
 
         self.recognizer = recognizer
         self.trace = trace
+        self._drift_noted = 0.0
         self.gate = gate or (lambda start, end: False)
         self.counts = Counts()
         self.vad = _voice_detector()
@@ -582,6 +662,7 @@ class Listener:
             ref, jumped = self._reference.read(self._time(at), usable)
             if self.canceller is not None:
                 if jumped:
+                    self._note("the output's timing moved: the canceller starts over")
                     self._start_over()
                 ref16 = np.clip(np.round(ref * 32768), -32768, 32767).astype(np.int16)
                 clean = self.canceller.process(mic, ref16)
@@ -591,8 +672,12 @@ class Listener:
                 if self.aligner.delay is not None:
                     self._reference.locked = True
                 if move:
+                    self._note(f"echo {move / MIC_RATE * 1000:+.1f} ms off: the reference moved")
                     self._reference.move(move)
                     self._start_over()
+                if abs(self.aligner.drift - self._drift_noted) > 20e-6:
+                    self._note(f"clocks drift {self.aligner.drift * 1e6:+.0f} ppm")
+                    self._drift_noted = self.aligner.drift
         self._clean = np.concatenate([self._clean, clean])
         self._raw = np.concatenate([self._raw, mic.astype(np.float64)])
         self._ref = np.concatenate([self._ref, ref_used])
@@ -608,6 +693,10 @@ class Listener:
             if command is not None:
                 heard.append(command)
         return heard
+
+    def _note(self, what: str) -> None:
+        if self.trace is not None:
+            self.trace(f"{self._time(self._samples):.2f} {what}")
 
     def _start_over(self) -> None:
         """The reference moved: the canceller learns the room again, and is measured
@@ -630,7 +719,12 @@ class Listener:
         # The canceller's work is measured where there is an echo to take out: the
         # reference sounds, and nobody speaks (quiet windows between the coach's words
         # would only measure the room's hiss against itself).
-        if coach and p < VAD_OFF and self.canceller is not None and self._ref_e > ECHO_FLOOR:
+        if (
+            coach
+            and p < VAD_OFF
+            and self.canceller is not None
+            and min(self._ref_e, raw_e) > ECHO_FLOOR
+        ):
             ratio = 10 * math.log10(max(raw_e, 1e-9) / max(clean_e, 1e-9))
             self._erles.append(ratio)
             self.erle = statistics.median(self._erles)
@@ -763,6 +857,7 @@ class VoiceControl:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log: Any = None
+        self._recognizer: RecognizerProcess | None = None
 
     def start(self) -> bool:
         from coach import speakers
@@ -770,7 +865,7 @@ class VoiceControl:
         mic = None
         try:
             device = speakers.find_input(self.mic_spec)  # cheap: before loading the model
-            recognizer = Recognizer(self.wake)
+            recognizer = self._recognizer = RecognizerProcess(self.wake)
             mic = speakers.Input(device, self._on_audio, rate=MIC_RATE)
             mic.start()
             listener = Listener(
@@ -783,6 +878,9 @@ class VoiceControl:
         except (ListenError, speakers.AudioDeviceError) as e:
             if mic is not None:
                 mic.stop()
+            if self._recognizer is not None:
+                self._recognizer.close()
+                self._recognizer = None
             self._off(str(e))
             return False
         self._mic = mic
@@ -841,5 +939,7 @@ class VoiceControl:
             self._thread.join(2.0)
         if self._mic is not None:
             self._mic.stop()
+        if self._recognizer is not None:
+            self._recognizer.close()
         if self._log is not None:
             self._log.close()
