@@ -57,6 +57,7 @@ class SoundBank:
         self.clips = clips
         self.channels = channels
         self._speech: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._chimes: dict[str, np.ndarray] = {}
         gain = volume * 10 ** ((TARGET_LUFS - SPEECH_LUFS) / 20)
         # Two equal channels measure 3 dB louder than one: the centre pan takes that off.
         self.speech_gain = gain / math.sqrt(2) if channels == 2 else volume
@@ -84,10 +85,16 @@ class SoundBank:
         return clip
 
     def chime(self, name: str) -> np.ndarray:
-        """A chime's mono samples: the voice pack's own file, or one of the project's."""
-        own = getattr(self.clips, "chime", None)
-        sound = own(name) if own is not None else None
-        return sound if sound is not None else chimes.chime(name)
+        """A chime's mono samples: the voice pack's own file, or one of the project's.
+        Kept once found (a session has a few, each a few seconds long): the mixer asks
+        for a chime again in every block it sounds in."""
+        sound = self._chimes.get(name)
+        if sound is None:
+            own = getattr(self.clips, "chime", None)
+            found = own(name) if own is not None else None
+            sound = found if found is not None else chimes.chime(name)
+            self._chimes[name] = sound
+        return sound
 
     def summary(self, event: Event) -> loudness.Summary:
         """What the session's loudness needs of an event's sound (speech: kept beside
@@ -215,6 +222,19 @@ class Mixer:
         self.position = position
         self._next = bisect.bisect_left(self._starts, position)
         self._active = [e for e in self._events[: self._next] if e.end > position]
+
+    def skip_silence(self, frames: int) -> bool:
+        """Move past the next `frames` if they are digital silence (nothing sounds there,
+        and there is no under source), without making them; else do nothing and return
+        False. A render writes silence as such (a hole in a WAV) instead of mixing it."""
+        q = self.position + frames
+        if self._active or self.under is not None:
+            return False
+        if self._next < len(self._events) and self._events[self._next].start < q:
+            return False
+        self.position = q
+        self.foreground = False
+        return True
 
     def read(self, frames: int) -> np.ndarray:
         import numpy as np

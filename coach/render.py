@@ -220,10 +220,18 @@ def _write_span(
 
 def _pump(mixer: Mixer, writer: AudioWriter, end: Samples, progress: Progress) -> None:
     """Mix up to `end` into the writer, reporting progress through the whole session."""
-    while mixer.position < end:
-        writer.write(mixer.read(min(BLOCK, end - mixer.position)))
+    for block in _mixed(mixer, end):
+        writer.write(block)
         if progress is not None:
             progress(mixer.position, mixer.total)
+
+
+def _mixed(mixer: Mixer, end: Samples) -> Iterator[np.ndarray | int]:
+    """The mix up to `end`, a block at a time; a block of digital silence (most of a
+    session) as its number of frames, which is not mixed at all."""
+    while mixer.position < end:
+        frames = min(BLOCK, end - mixer.position)
+        yield frames if mixer.skip_silence(frames) else mixer.read(frames)
 
 
 class SharedBank(SoundBank):
@@ -239,11 +247,11 @@ class SharedBank(SoundBank):
             return super().samples(event)
 
 
-def _blocks(tl: Timeline, bank: SoundBank, start: Samples, end: Samples) -> Iterator[np.ndarray]:
-    """The mix of [start, end), a block at a time, from a mixer of its own."""
-    mixer = Mixer(tl, bank, start=start)
-    while mixer.position < end:
-        yield mixer.read(min(BLOCK, end - mixer.position))
+def _blocks(
+    tl: Timeline, bank: SoundBank, start: Samples, end: Samples
+) -> Iterator[np.ndarray | int]:
+    """The mix of [start, end), a block at a time, from a mixer of its own (`_mixed`)."""
+    return _mixed(Mixer(tl, bank, start=start), end)
 
 
 def _cores() -> int:

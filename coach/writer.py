@@ -164,8 +164,9 @@ class AudioWriter:
         if not self._committed:
             self.abort()
 
-    def write(self, block: np.ndarray) -> None:
-        """Append a block of samples, shape (frames, channels) (or (frames,) when mono)."""
+    def write(self, block: np.ndarray | int) -> None:
+        """Append a block of samples, shape (frames, channels) (or (frames,) when mono),
+        or, given a number, that many frames of digital silence."""
         if self._encoder is None:
             raise RuntimeError("AudioWriter.write after commit or abort")
         if self._drainer is None:
@@ -184,11 +185,12 @@ class AudioWriter:
 
     def write_pieces(
         self,
-        sources: Sequence[Iterable[np.ndarray]],
+        sources: Sequence[Iterable[np.ndarray | int]],
         progress: Callable[[Samples], None] | None = None,
     ) -> None:
         """Encode several streams at once, one thread each: piece i is what `sources[i]`
-        yields, and they follow each other in the file. All but the first must start on
+        yields (blocks, or numbers of frames of digital silence, as `write` takes them),
+        and they follow each other in the file. All but the first must start on
         ``grid`` in digital silence (the caller knows where that is). `progress` is told,
         from this thread, the frames done in all. Ctrl-C stops every thread."""
         if self._encoder is None:
@@ -213,9 +215,10 @@ class AudioWriter:
                     data = self._prepare(block)
                     if isinstance(data, int):
                         piece.skip(data)
+                        self._lengths[i] += data
                     else:
                         piece.write(data)
-                    self._lengths[i] += len(block)
+                        self._lengths[i] += len(data)
             except BaseException as e:
                 errors.append(e)
                 stop.set()
@@ -282,8 +285,8 @@ class AudioWriter:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _prepare(self, block: np.ndarray) -> np.ndarray | int:
-        """A block as the encoder takes it, or its length when it is digital silence."""
+    def _checked(self, block: np.ndarray) -> np.ndarray:
+        """A block as float32 (frames, channels); ValueError for any other shape."""
         import numpy as np
 
         data = np.asarray(block, dtype=np.float32)
@@ -293,6 +296,15 @@ class AudioWriter:
             raise ValueError(
                 f"expected a block of shape (frames, {self.channels}), got {data.shape}"
             )
+        return data
+
+    def _prepare(self, block: np.ndarray | int) -> np.ndarray | int:
+        """A block as the encoder takes it, or its length when it is digital silence."""
+        import numpy as np
+
+        if isinstance(block, int):
+            return block
+        data = self._checked(block)
         if not data.any():
             # Most of a session is silence between cues: nothing to scale or quantize.
             return len(data)

@@ -547,7 +547,7 @@ def test_a_clips_loudness_summary_is_kept_beside_it_and_remade_when_stale(
     fresh = loudness.summarize(cache.load(text, EN))
     assert made.length == len(cache.load(text, EN))
     assert np.array_equal(made.curve, fresh.curve) and np.array_equal(made.peaks, fresh.peaks)
-    side = cache.path(text, EN).with_suffix(".summary.npz")
+    side = cache.path(text, EN).with_suffix(speech.SUMMARY_SUFFIX)
     assert side.is_file()
     # Kept: the second time the clip is not even loaded.
     monkeypatch.setattr(SpeechCache, "load", lambda *a: pytest.fail("loaded again"))
@@ -557,8 +557,16 @@ def test_a_clips_loudness_summary_is_kept_beside_it_and_remade_when_stale(
     # A damaged summary is made again, and so is one whose clip has changed since.
     side.write_bytes(b"garbage")
     assert np.array_equal(cache.summary(text, EN).curve, made.curve)
+    side.write_bytes(side.read_bytes()[:-4])  # truncated
+    assert np.array_equal(cache.summary(text, EN).peaks, made.peaks)
     clip = cache.path(text, EN)
     os.utime(clip, ns=(0, 0))
     assert np.array_equal(cache.summary(text, EN).curve, made.curve)
-    with np.load(side) as kept:
-        assert kept["stamp"][2] == 0  # remade for the clip as it is now
+    _, version, size, mtime_ns, frames, _, _ = speech._SUMMARY.unpack_from(side.read_bytes())
+    # Remade for the clip as it is now.
+    assert (version, size, mtime_ns, frames) == (
+        speech.SUMMARY_VERSION,
+        clip.stat().st_size,
+        0,
+        made.length,
+    )
