@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from coach.encoders import Piece
 
 
+def preload() -> None:
+    """Import the libraries encoding needs, ahead of the first file (ImportError if
+    one is missing)."""
+    import av  # noqa: F401
+
+
 @dataclass(frozen=True)
 class AvSettings:
     container: str  # FFmpeg's muxer

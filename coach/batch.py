@@ -6,6 +6,10 @@ one file. ``run`` prepares each session in this process (so speech the jobs shar
 synthesized once, into the cache), then renders them in worker processes, one a core,
 telling one progress callback how the whole batch goes. A job that fails is reported in
 its outcome; the others still finish.
+
+The workers start, and import what rendering needs, while the sessions are prepared;
+the longest sessions go first, so that no core is left idle at the end while another
+renders a long one alone.
 """
 
 from __future__ import annotations
@@ -139,12 +143,15 @@ def run(
     ctx = multiprocessing.get_context("spawn")
     messages: Any = ctx.Queue()
     futures: dict[Future[Any], int] = {}
+    formats = sorted({job.out.suffix.lower() for job in jobs})
     with ProcessPoolExecutor(
-        pool_size, mp_context=ctx, initializer=_start_worker, initargs=(messages,)
+        pool_size, mp_context=ctx, initializer=_start_worker, initargs=(messages, formats)
     ) as pool:
         try:
-            # Each job goes to a worker as soon as it is prepared, so the workers start
-            # and render while the next ones are prepared here.
+            # Every worker starts now (a process is started for each task waiting), and
+            # imports the render stack while the sessions are prepared here.
+            for _ in range(pool_size):
+                pool.submit(_ready)
             for i, job in enumerate(jobs):
                 try:
                     p = prepare(
@@ -157,7 +164,9 @@ def run(
                 outcomes[i].length = p.timeline.total
                 if on_prepared is not None:
                     on_prepared(job, p)
-                futures[pool.submit(_render_job, i, p, job.out, options)] = i
+            # Longest first: the last to finish are short, and end close together.
+            for i in sorted(prepared, key=lambda i: -prepared[i].timeline.total):
+                futures[pool.submit(_render_job, i, prepared[i], jobs[i].out, options)] = i
             report()
             pending = set(futures)
             while pending:
@@ -197,9 +206,10 @@ def _cores() -> int:
 _messages: Any = None
 
 
-def _start_worker(messages: Any) -> None:
-    """A worker's start: where to send progress, and Ctrl-C or SIGTERM (from the batch
-    stopping) raise KeyboardInterrupt once, so a render under way cleans up."""
+def _start_worker(messages: Any, formats: Sequence[str]) -> None:
+    """A worker's start: where to send progress, Ctrl-C or SIGTERM (from the batch
+    stopping) raise KeyboardInterrupt once, so a render under way cleans up; then the
+    modules that rendering to these formats (extensions) needs are imported."""
     global _messages
     _messages = messages
     stopping: list[int] = []
@@ -211,6 +221,14 @@ def _start_worker(messages: Any) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+    from coach import encoders, render  # noqa: F401
+
+    for ext in formats:
+        encoders.preload(ext)
+
+
+def _ready() -> None:
+    """A task that only has a worker started (see `run`)."""
 
 
 def _render_job(

@@ -93,6 +93,26 @@ def open_encoder(path: Path, ext: str, channels: int, quality: Quality, meta: Me
     return AvEncoder(path, ext, channels, quality, meta)
 
 
+def preload(ext: str) -> None:
+    """Import what encoding `ext` files needs (in a process that has time for it before
+    its first file); nothing for a library that is missing."""
+    import contextlib
+
+    with contextlib.suppress(ImportError, OSError):
+        import numpy  # noqa: F401
+
+        if ext == ".mp3":
+            from coach import mp3
+
+            mp3.preload()
+        elif ext in _SNDFILE:
+            import soundfile  # noqa: F401
+        elif ext != ".wav":
+            from coach import avfiles
+
+            avfiles.preload()
+
+
 def check_available(ext: str, name: str) -> None:
     """Raise FormatUnavailable unless this machine can write `ext` files (`name` is the
     format's name for the message), CoachError if a library is missing altogether."""

@@ -43,6 +43,13 @@ LAME_QUALITY = 7
 SILENCE_MARGIN: Samples = RATE // 4
 
 
+def preload() -> None:
+    """Import the libraries encoding needs, ahead of the first file (ImportError if
+    one is missing)."""
+    import lameenc  # noqa: F401
+    import soxr  # noqa: F401
+
+
 @dataclass(frozen=True)
 class Mp3Settings:
     """How a session is encoded: the output sample rate (24 kHz is MPEG-2, which holds

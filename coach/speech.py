@@ -200,14 +200,20 @@ class SpeechCache:
         # path -> (size, mtime_ns, frames) of entries verified in this process, so a
         # length lookup reads one stat once an entry has been checked in full.
         self._verified: dict[Path, tuple[int, int, Samples]] = {}
+        # settings -> their engine's identity (part of every key), asked once.
+        self._identities: dict[SpeechSettings, tuple[str, ...]] = {}
 
     def key(self, text: str, settings: SpeechSettings) -> str:
         """The clip's hex sha256 over the format version, what the engine says decides its
         samples (`Engine.identity`: driver, voice, rate, model...) and the text as the
         engine is given it (`SpeechSettings.spoken`). Volume is not part of it: it is
         applied later as gain."""
+        identity = self._identities.get(settings)
+        if identity is None:
+            # Once per settings: Piper's stats and resolves its model file for it.
+            identity = self._identities[settings] = engine(settings).identity(settings)
         h = hashlib.sha256()
-        for part in (FORMAT_VERSION, *engine(settings).identity(settings), settings.spoken(text)):
+        for part in (FORMAT_VERSION, *identity, settings.spoken(text)):
             h.update(part.encode("utf-8"))
             h.update(b"\0")
         return h.hexdigest()
