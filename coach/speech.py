@@ -466,10 +466,10 @@ def wav_bytes(pcm: np.ndarray) -> bytes:
     return header + data
 
 
-def _verified_samples(blob: bytes, *, digest_checked: bool = False) -> bytes | None:
-    """The sample bytes of a cache entry, or None if it is not one or does not verify.
-    With `digest_checked` (this process has checked this very file: same size and time)
-    the checksum is not computed again."""
+def _verified_samples(blob: bytes, *, digest_checked: bool = False) -> memoryview | None:
+    """The sample bytes of a cache entry (a view into `blob`, not a copy), or None if it
+    is not one or does not verify. With `digest_checked` (this process has checked this
+    very file: same size and time) the checksum is not computed again."""
     if len(blob) < _HEADER.size:
         return None
     f = _HEADER.unpack_from(blob)
@@ -479,7 +479,7 @@ def _verified_samples(blob: bytes, *, digest_checked: bool = False) -> bytes | N
         return None
     if (fmt_len, pcm, ch, rate, align, bits, csum_len) != (16, 1, 1, RATE, 2, 16, 40):
         return None
-    data = blob[_HEADER.size :]
+    data = memoryview(blob)[_HEADER.size :]
     if data_len != len(data) or frames * 2 != len(data) or size != len(blob) - 8:
         return None
     if not digest_checked and hashlib.sha256(data).digest() != digest:
