@@ -136,21 +136,23 @@ class Audible:
                 self._ring = np.zeros(self._size, dtype=np.float32)
             if frame > self._written:  # the stream played silence of its own meanwhile
                 gap = min(frame - self._written, self._size)
-                start = self._written % self._size
-                first = min(gap, self._size - start)
-                self._ring[start : start + first] = 0
-                self._ring[: gap - first] = 0
-            at = frame % self._size
-            n = min(len(mono), self._size)
-            first = min(n, self._size - at)
-            self._ring[at : at + first] = mono[:first]
-            self._ring[: n - first] = mono[first:n]
+                self._store(self._written, np.zeros(gap, dtype=np.float32))
+            self._store(frame, mono)
             self._written = frame + len(mono)  # later frames, if any, were dropped
             self._estimates.append(start - frame / RATE)
             latest = max(self._estimates)
             if self.offset is None or abs(latest - self.offset) > self.jump:
                 self.offset = latest
                 self.epoch += 1
+
+    def _store(self, frame: int, mono: np.ndarray) -> None:
+        """Write frames from `frame` on into the ring (its last `_size` at most)."""
+        assert self._ring is not None
+        at = frame % self._size
+        n = min(len(mono), self._size)
+        first = min(n, self._size - at)
+        self._ring[at : at + first] = mono[:first]
+        self._ring[: n - first] = mono[first:n]
 
     def frame_at(self, t: float) -> int | None:
         """The output frame the room hears at monotonic time `t` (None before any block)."""
