@@ -498,19 +498,16 @@ class _Reference:
         self.drift = 0.0  # the Aligner's: samples the echo's delay grows by a sample
         self.epoch = -1
         self.anchored_at: float | None = None  # the microphone's clock when anchored
-        # Frames the timestamps are off by, as the signals themselves showed (Aligner);
-        # once they have, `locked`.
-        self.correction = 0
+        # Once the Aligner has measured the echo, the signals place the reference and
+        # the timestamps no longer do.
         self.locked = False
 
     def move(self, samples: int) -> None:
         """Read the reference `samples` (at MIC_RATE) earlier from now on: the echo was
         measured that much later than the canceller wants it."""
-        shift = samples * self.factor
-        self.correction -= shift
         self.locked = True
         if self.frame is not None:
-            self.frame -= shift
+            self.frame -= samples * self.factor
 
     def read(self, mic_time: float, n: int) -> tuple[np.ndarray, bool]:
         """n samples (float, [-1, 1]) for the microphone samples whose first is heard at
@@ -536,7 +533,7 @@ class _Reference:
             frame = audible.frame_at(mic_time + LEAD)
             assert frame is not None
             jumped = self.frame is not None
-            self.frame = float(frame + self.correction)
+            self.frame = float(frame)
             self.anchored_at = mic_time
         self.epoch = audible.epoch
         assert self.frame is not None and self.anchored_at is not None
@@ -623,8 +620,7 @@ class Listener:
             maxlen=round(ERLE_TIME * MIC_RATE / WINDOW)
         )
         self.erle = 0.0  # dB the canceller takes out of the coach's echo, as measured
-        self._ref_e = 0.0  # the reference's energy in the window at hand
-        self._ref_last = 0.0  # and in the window before
+        self._ref_last = 0.0  # the reference's energy in the window before
         self._woke_until = -math.inf
         self._seed = 0
         self.last: Decoded | None = None  # what the recognizer made of the last utterance
@@ -685,11 +681,11 @@ class Listener:
         while len(self._clean) >= WINDOW:
             window, self._clean = self._clean[:WINDOW], self._clean[WINDOW:]
             raw, self._raw = self._raw[:WINDOW], self._raw[WINDOW:]
-            # (this window and the one before: the echo comes a little after its reference)
-            self._ref_e = float(np.mean(self._ref[:WINDOW] ** 2) + self._ref_last) / 2
-            self._ref_last = float(np.mean(self._ref[:WINDOW] ** 2))
+            ref_now = float(np.mean(self._ref[:WINDOW] ** 2))
             self._ref = self._ref[WINDOW:]
-            command = self._window(window, raw)
+            # (this window and the one before: the echo comes a little after its reference)
+            ref_e, self._ref_last = (ref_now + self._ref_last) / 2, ref_now
+            command = self._window(window, raw, ref_e)
             if command is not None:
                 heard.append(command)
         return heard
@@ -706,8 +702,9 @@ class Listener:
         self.erle = 0.0
         self._erles.clear()
 
-    def _window(self, window: np.ndarray, raw: np.ndarray) -> Heard | None:
-        """One window of the voice detector: the endpointer's step."""
+    def _window(self, window: np.ndarray, raw: np.ndarray, ref_e: float) -> Heard | None:
+        """One window of the voice detector: the endpointer's step. `ref_e`: the
+        reference's energy over it."""
         import numpy as np
 
         start = self._done
@@ -719,12 +716,7 @@ class Listener:
         # The canceller's work is measured where there is an echo to take out: the
         # reference sounds, and nobody speaks (quiet windows between the coach's words
         # would only measure the room's hiss against itself).
-        if (
-            coach
-            and p < VAD_OFF
-            and self.canceller is not None
-            and min(self._ref_e, raw_e) > ECHO_FLOOR
-        ):
+        if coach and p < VAD_OFF and self.canceller is not None and min(ref_e, raw_e) > ECHO_FLOOR:
             ratio = 10 * math.log10(max(raw_e, 1e-9) / max(clean_e, 1e-9))
             self._erles.append(ratio)
             self.erle = statistics.median(self._erles)
