@@ -1,6 +1,7 @@
 """Child processes that a Ctrl-C does not interrupt: the speech workers
 (coach.speech_pyttsx3) and the recognizer of voice commands (coach.listen) are started
-through `sigint_ignored()`, and the parent decides when they end."""
+through `sigint_ignored()`, and the parent decides when they end; each takes its work
+from a pipe with `jobs()`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import functools
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -70,3 +72,15 @@ def _launcher() -> str | None:
         return None
     atexit.register(shutil.rmtree, folder, True)
     return path
+
+
+def jobs(conn: Any) -> Iterator[Any]:
+    """A child's jobs from its end of a pipe, until the parent sends None or closes it."""
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        yield job

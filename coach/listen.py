@@ -396,14 +396,9 @@ def _recognizer_main(conn: Any, wake: str | None) -> None:
         conn.send((False, str(e)))
         return
     conn.send((True, recognizer.wake))
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        if job is None:
-            return
-        pcm, bare, voiced = job
+    from coach.children import jobs
+
+    for pcm, bare, voiced in jobs(conn):
         conn.send(recognizer.decode(pcm, bare=bare, voiced=voiced))
 
 

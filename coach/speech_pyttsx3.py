@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coach.children import sigint_ignored
+from coach.children import jobs, sigint_ignored
 from coach.errors import SpeechError
 from coach.speech import Deliver, SpeechSettings, Voice, import_post_processing, short
 
@@ -251,14 +251,7 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
     voice: str | None = None
     rate: int | None = None
     warm = False
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        if job is None:
-            return
-        job_id, text, want_voice, want_rate, path = job
+    for job_id, text, want_voice, want_rate, path in jobs(conn):
         if not warm:
             # A new engine holds setProperty back until its first runAndWait, which then
             # cancels it ("a lost rate"), and its first save returns early ("an early
