@@ -235,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wake-word",
         metavar="WORDS",
-        default=WAKE_WORD,
         help=f'what to say before a command (default: {WAKE_WORD}; e.g. "hey coach", '
         "which chatter matches less); implies --listen",
     )
@@ -541,8 +540,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def show(player: Player) -> None:
         screen.draw(render_status(player.status(), screen.width))
 
-    listen = bool(args.listen) or args.mic is not None or args.wake_word != WAKE_WORD
-    wake = None if args.listen == "direct" else args.wake_word
+    listen = bool(args.listen) or args.mic is not None or args.wake_word is not None
+    wake = None if args.listen == "direct" else args.wake_word or WAKE_WORD
     if not screen.interactive:
         print(f"playing {title} ({clock(prepared.timeline.total)}) on {device.name}", flush=True)
     said_voice = [""]
