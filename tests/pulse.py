@@ -145,6 +145,24 @@ def pulse() -> Iterator[PulseServer]:
         yield server
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test that records the server runs once more if its recording lost frames
+    (RecordingLost: on a loaded machine parecord can stall); it says so in a warning.
+    A failure of what the test measures fails it at once."""
+    if "pulse" not in pyfuncitem.fixturenames:
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    try:
+        pyfuncitem.obj(**args)
+    except RecordingLost as e:
+        import warnings
+
+        warnings.warn(f"{e}; the test runs once more", stacklevel=1)
+        pyfuncitem.obj(**args)
+    return True
+
+
 def _die_with_parent() -> None:
     """In the child, on Linux: be sent SIGTERM if pytest itself is killed, so that no
     daemon outlives a test run that never reached the fixture's teardown."""
@@ -160,6 +178,11 @@ def _restart_portaudio() -> None:
     if sd is not None:
         sd._terminate()
         sd._initialize()
+
+
+class RecordingLost(RuntimeError):
+    """The recorder did not record all the time it ran: the test's instrument failed,
+    not what it measures."""
 
 
 class Recorder:
@@ -250,27 +273,47 @@ class Recorder:
         return self
 
     def __exit__(self, exc_type: object, *exc_info: object) -> None:
-        self._finish()
+        stopped = time.monotonic()
+        killed = self._finish()
         if exc_type is not None:
             return
-        import soundfile
+        # The frames as written, whatever the header says (a parecord that had to be
+        # killed never wrote its final sizes).
+        data = self.path.read_bytes()[_WAV_HEADER:]
+        data = data[: len(data) // (2 * self.channels) * (2 * self.channels)]
+        pcm = np.frombuffer(data, dtype="<i2").reshape(-1, self.channels)
+        self.samples = pcm.astype(np.float32) / 32768
+        # Everything from `started` until the block ended must be there: a recording
+        # that is short lost frames (parecord stalled or died), and no test can read
+        # times off it.
+        expected = (stopped - self.started) * self.rate
+        if len(self.samples) < expected - 0.5 * self.rate:
+            raise RecordingLost(
+                f"parecord recorded {len(self.samples) / self.rate:.2f} s of the "
+                f"{expected / self.rate:.2f} s it ran"
+                f"{' (it had to be killed)' if killed else ''}; it said: {self.errors!r}"
+            )
 
-        self.samples, _ = soundfile.read(self.path, dtype="float32", always_2d=True)
-
-    def _finish(self) -> None:
+    def _finish(self) -> bool:
+        """Stop parecord; whether it had to be killed."""
+        killed = False
         process = self._process
         if process is not None:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)  # parecord then completes the WAV header
+            else:
+                self.errors = f"(it had ended by itself, exit code {process.returncode}) "
             try:
                 _, stderr = process.communicate(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
+                killed = True
                 _, stderr = process.communicate()
-            self.errors = stderr.decode(errors="replace").strip()
+            self.errors += stderr.decode(errors="replace").strip()
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join()
+        return killed
 
     def frame_at(self, t: float) -> int:
         """The recording's frame for monotonic time t (by the recorder's clock)."""

@@ -345,3 +345,18 @@ def test_a_device_that_will_not_open_names_itself(pulse):
     assert caught.value.exit_code == 1
     assert not output.active
     output.stop()
+
+
+def test_a_recording_that_lost_its_frames_is_refused_not_read_off(pulse, tmp_path):
+    # The harness's own check (tests/pulse.py): had parecord stopped early, every time
+    # read off the recording would be wrong, and a test would fail on what it measures.
+    from pulse import RecordingLost
+
+    with pytest.raises(RecordingLost, match="recorded"), pulse.record(tmp_path / "r.wav") as rec:
+        time.sleep(0.3)
+        assert rec._process is not None
+        rec._process.kill()
+        time.sleep(1.5)
+    with pulse.record(tmp_path / "whole.wav") as rec:
+        time.sleep(1.0)
+    assert len(rec.samples) >= 0.95 * RATE
