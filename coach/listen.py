@@ -182,13 +182,10 @@ class Recognizer:
 
     WAKE_ONLY = "<wake>"
 
-    def __init__(self, wake: str | None = WAKE_WORD) -> None:
+    def __init__(self, wake: str | None = WAKE_WORD, *, phones: PhoneLoop | None = None) -> None:
         ps = _pocketsphinx()
-        words = importlib.resources.files("coach") / "listen.dict"
-        with importlib.resources.as_file(words) as path:
-            self._decoder = ps.Decoder(
-                samprate=MIC_RATE, dict=str(path), fsgusefiller=False, topn=32, loglevel="FATAL"
-            )
+        self._decoder = _decoder(ps)
+        self._phones = phones
         d = self._decoder
         self.wake = wake_words(wake) if wake is not None else None
         if self.wake is not None:
@@ -201,8 +198,7 @@ class Recognizer:
                 )
             d.add_fsg("wake_alone", d.create_fsg("wake_alone", 0, 1, alone))
         d.add_fsg("commands", d.create_fsg("commands", 0, 1, self._transitions(None)))
-        # A uniform loop of phones: what any sound fits about as well as it can.
-        d.add_allphone_file("phones")
+        _add_phone_loop(d)
 
     def _add_words(self, ps: Any, words: list[str]) -> None:
         missing = [w for w in words if self._decoder.lookup_word(w) is None]
@@ -250,12 +246,19 @@ class Recognizer:
         return trans
 
     def _decode(self, search: str, pcm: bytes) -> Any:
-        d = self._decoder
-        d.activate_search(search)
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
-        return d.hyp()
+        return _decode(self._decoder, search, pcm)
+
+    def _free(self, pcm: bytes) -> Callable[[], float | None]:
+        """The free loop of phones' score for `pcm`, when asked: decoded here then, or
+        started at once in the PhoneLoop's process, beside this one."""
+        if self._phones is not None:
+            return self._phones.submit(pcm)
+
+        def here() -> float | None:
+            hyp = self._decode("phones", pcm)
+            return None if hyp is None else float(hyp.score)
+
+        return here
 
     def recognize(
         self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
@@ -271,6 +274,7 @@ class Recognizer:
         """What `recognize` decides, with the measures it decides on."""
         wake = self.wake if not bare else None
         strict = self.wake is not None  # with a wake word, bare commands come after it
+        free = self._free(pcm)
         hyp = self._decode("wake" if wake else "commands", pcm)
         if hyp is None:
             return Decoded(None, "nothing fits")
@@ -297,41 +301,150 @@ class Recognizer:
         wake_end = segs[len(wake) - 1][1] if wake else None
         if wake_end is not None and (wake_end - segs[0][0] + 1) / 100 < MIN_WAKE_TIME:
             return Decoded(phrase, "too short for the wake word", span=span, cover=cover)
-        free = self._decode("phones", pcm)  # after the checks that need no second search
-        if free is None or frames <= 0:
+        # The halves' fits are needed only if the whole fits; with a PhoneLoop beside us
+        # they are decoded now, while it decodes the whole utterance's free loop.
+        wake_fit_of = command_fit_of = None
+        if wake and wake_end is not None:
+            wake_fit_of = self._fit_alone("wake_alone", pcm, segs[0][0], wake_end, beside=True)
+            if words:
+                first = segs[len(wake)][0]
+                command_fit_of = self._fit_alone("commands", pcm, first, segs[-1][1])
+        free_score = free()
+        if free_score is None or frames <= 0:
             return Decoded(phrase, "no phones")
-        fit = (score - free.score) / frames * 1e4
+        fit = (score - free_score) / frames * 1e4
         measures = {"fit": fit, "span": span, "cover": cover}
         if fit < (MIN_FIT if strict else MIN_FIT_DIRECT):
             return Decoded(phrase, "a poor fit", **measures)
         wake_fit = command_fit = None
-        if wake and wake_end is not None:
-            wake_fit = self._fit_alone("wake_alone", pcm, segs[0][0], wake_end)
+        if wake_fit_of is not None:
+            wake_fit = wake_fit_of()
             if wake_fit < MIN_FIT_WAKE:
                 return Decoded(phrase, "not the wake word", wake_fit=wake_fit, **measures)
-            if words:
-                first = segs[len(wake)][0]
-                command_fit = self._fit_alone("commands", pcm, first, segs[-1][1])
+            if command_fit_of is not None:
+                command_fit = command_fit_of()
         elif strict:  # a bare command after the wake word alone
             command_fit = fit
         weak = command_fit is not None and command_fit < MIN_FIT_COMMAND
         why = "not a command" if weak else ""
         return Decoded(phrase, why, wake_fit=wake_fit, command_fit=command_fit, **measures)
 
-    def _fit_alone(self, search: str, pcm: bytes, first: int, last: int) -> float:
-        """The fit of frames `first`..`last` of `pcm`, decoded again by themselves."""
+    def _fit_alone(
+        self, search: str, pcm: bytes, first: int, last: int, *, beside: bool = False
+    ) -> Callable[[], float]:
+        """The fit of frames `first`..`last` of `pcm`, decoded again by themselves, when
+        asked. Alone, this recognizer decodes them then (a poor fit of the whole may
+        make them needless); with a PhoneLoop, at once: the grammar here, and the free
+        loop there if `beside`, else here too (the two processes finish about together)."""
         pad = bytes(_dithered(_zeros(1600), 7))
         part = pad + pcm[first * 320 : (last + 1) * 320] + pad
+
+        def fit(hyp: Any, frames: int, free: float | None) -> float:
+            if hyp is None or free is None or frames <= 0:
+                return -math.inf
+            return float((hyp.score - free) / frames * 1e4)
+
+        if self._phones is None:
+
+            def later() -> float:
+                hyp = self._decode(search, part)
+                frames = self._decoder.n_frames()
+                return fit(hyp, frames, self._free(part)())
+
+            return later
+        free = self._phones.submit(part) if beside else None
         hyp = self._decode(search, part)
         frames = self._decoder.n_frames()
-        free = self._decode("phones", part)
-        if hyp is None or free is None or frames <= 0:
-            return -math.inf
-        return float((hyp.score - free.score) / frames * 1e4)
+        if free is None:
+            here = self._decode("phones", part)
+            score = None if here is None else float(here.score)
+            return lambda: fit(hyp, frames, score)
+        return lambda: fit(hyp, frames, free())
+
+
+def _decoder(ps: Any) -> Any:
+    """A pocketsphinx decoder as the Recognizer and the PhoneLoop use it (one
+    configuration: the free loop must score alike in both)."""
+    words = importlib.resources.files("coach") / "listen.dict"
+    with importlib.resources.as_file(words) as path:
+        return ps.Decoder(
+            samprate=MIC_RATE, dict=str(path), fsgusefiller=False, topn=32, loglevel="FATAL"
+        )
+
+
+def _add_phone_loop(decoder: Any) -> None:
+    """The search "phones": a uniform loop of phones, what any sound fits about as well
+    as it can."""
+    decoder.add_allphone_file("phones")
+
+
+def _decode(decoder: Any, search: str, pcm: bytes) -> Any:
+    decoder.activate_search(search)
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    return decoder.hyp()
+
+
+class PhoneLoop:
+    """The free loop of phones, decoded in a process of its own beside the Recognizer's:
+    a command's fit against it costs the decoding of the command's sound by two
+    searches, and the free loop is the slower; in parallel, a command acts some 150 ms
+    sooner on two cores (scripts/bench_listen.py, "decoding").
+
+    The Recognizer's process holds this end of the pipe; `submit(pcm)` sends the job
+    and gives a callable that waits for its score (None: nothing fits). Scores are
+    asked for in the order submitted, and some never are (the utterance failed a check
+    first): an answer before the one asked for is dropped.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._sent = 0
+        self._received = 0
+
+    def submit(self, pcm: bytes) -> Callable[[], float | None]:
+        self._conn.send(pcm)
+        self._sent += 1
+        job = self._sent
+        answer: list[float | None] = []
+
+        def result() -> float | None:
+            while not answer:
+                if self._received >= job:
+                    raise RuntimeError("a phone-loop score asked for after a later one")
+                got = self._conn.recv()
+                self._received += 1
+                if self._received == job:
+                    answer.append(got)
+            return answer[0]
+
+        return result
+
+
+def _phone_loop_main(conn: Any) -> None:
+    """Body of the phone loop's process: each pcm's free-loop score, until the pipe
+    closes (the recognizer's process ended) or None."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we end
+    try:
+        decoder = _decoder(_pocketsphinx())
+        _add_phone_loop(decoder)
+    except Exception as e:  # a ListenError, or pocketsphinx's own
+        conn.send((False, str(e)))
+        return
+    conn.send((True, None))
+    from coach.children import jobs
+
+    for pcm in jobs(conn):
+        hyp = _decode(decoder, "phones", pcm)
+        conn.send(None if hyp is None else float(hyp.score))
 
 
 class RecognizerProcess:
-    """A Recognizer in a process of its own, with the same `decode` and `recognize`.
+    """A Recognizer in a process of its own, with the same `decode` and `recognize`,
+    and its PhoneLoop in another (`phones=False`: none).
 
     pocketsphinx holds Python's GIL while it decodes, up to a tenth of a second at a
     time (measured); in the process that plays the session that starves the audio
@@ -339,19 +452,36 @@ class RecognizerProcess:
     it decodes beside the session, on another core if there is one. `close()` ends it.
     """
 
-    def __init__(self, wake: str | None = WAKE_WORD) -> None:
+    def __init__(self, wake: str | None = WAKE_WORD, *, phones: bool = True) -> None:
         import multiprocessing
 
         from coach.children import sigint_ignored
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=_recognizer_main, args=(child, wake), name="coach-recognizer", daemon=True
+        self._processes = []
+        ends = context.Pipe() if phones else None
+        if ends is not None:
+            self._processes.append(
+                context.Process(
+                    target=_phone_loop_main, args=(ends[1],), name="coach-phones", daemon=True
+                )
+            )
+        self._processes.append(
+            context.Process(
+                target=_recognizer_main,
+                args=(child, wake, ends[0] if ends else None),
+                name="coach-recognizer",
+                daemon=True,
+            )
         )
         with sigint_ignored():
-            self._process.start()
+            for process in self._processes:
+                process.start()
         child.close()
+        if ends is not None:
+            for end in ends:
+                end.close()
         try:
             ok, answer = self._conn.recv()
         except EOFError:
@@ -377,21 +507,32 @@ class RecognizerProcess:
 
         with contextlib.suppress(OSError):
             self._conn.send(None)
-        self._process.join(2.0)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        # The phone loop ends as the recognizer does (its pipe closes).
+        for process in reversed(self._processes):
+            process.join(2.0)
+            if process.is_alive():
+                process.kill()
+                process.join()
         self._conn.close()
 
 
-def _recognizer_main(conn: Any, wake: str | None) -> None:
-    """Body of the recognizer's process: a Recognizer, one utterance at a time, until
-    None or a closed pipe."""
+def _recognizer_main(conn: Any, wake: str | None, phones: Any = None) -> None:
+    """Body of the recognizer's process: a Recognizer (with a PhoneLoop on the pipe
+    `phones`, if given), one utterance at a time, until None or a closed pipe."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we end
     try:
-        recognizer = Recognizer(wake)
+        loop = None
+        if phones is not None:
+            try:
+                ok, why = phones.recv()
+            except EOFError:
+                ok, why = False, "the phone loop's process ended as it started"
+            if not ok:
+                raise ListenError(why)
+            loop = PhoneLoop(phones)
+        recognizer = Recognizer(wake, phones=loop)
     except ListenError as e:
         conn.send((False, str(e)))
         return

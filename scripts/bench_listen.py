@@ -97,9 +97,25 @@ class Room:
         echo = np.convolve(ref, room(self.seed))[:n] * ECHO_GAIN
         mic = echo + self.people + rng.normal(0, 30 / 32768, n)
         pcm = np.clip(np.round(mic * 32768), -32768, 32767).astype("<i2").tobytes()
-        listener = listen.Listener(
-            listen.Recognizer(self.wake), gate=audible.during, reference=audible
-        )
+        # The recognizer as `coach run` has it: in a process of its own, with the free
+        # loop of phones in another (the decoding time is what a session would see).
+        recognizer = listen.RecognizerProcess(self.wake)
+        listener = listen.Listener(recognizer, gate=audible.during, reference=audible)
+        try:
+            self._feed(listener, audible, pcm, rng, t0)
+        finally:
+            recognizer.close()
+        return listener
+
+    def _feed(
+        self,
+        listener: listen.Listener,
+        audible: Audible,
+        pcm: bytes,
+        rng: np.random.Generator,
+        t0: float,
+    ) -> None:
+        n = len(self.people)
         spans = iter(self.sounding)
         span = next(spans, None)
         written = 0
@@ -122,7 +138,6 @@ class Room:
             self.heard += [
                 (listen.Heard(h.phrase, h.control, h.start - t0, h.end - t0), t, took) for h in got
             ]
-        return listener
 
 
 def lay(clips: list[np.ndarray], at: list[float], n: int) -> np.ndarray:

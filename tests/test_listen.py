@@ -127,6 +127,58 @@ def test_noise_and_the_rhythm_pulses_never_reach_the_recognizer(recognizer):
     assert listener.counts.decoded == 0, listener.counts
 
 
+def test_in_processes_of_their_own_the_recognizer_and_its_phone_loop_decide_alike():
+    # `coach run` decodes in a recognizer's process, with the free loop of phones in a
+    # second one, in parallel: the same commands are heard, the same chatter refused.
+    sounds = [
+        speak("coach, next", "en-us", 160),
+        speak("that feels good", "en-us", 160),
+        speak("coach, more pressure", "en", 175),
+        speak("not so hard", "en-us+f3", 160),
+        cough(),
+    ]
+    here = [h.phrase for h in feed(listen.Listener(listen.Recognizer()), *sounds)]
+    apart = listen.RecognizerProcess()
+    try:
+        assert [p.name for p in apart._processes] == ["coach-phones", "coach-recognizer"]
+        assert all(p.is_alive() for p in apart._processes)
+        listener = listen.Listener(apart)
+        assert [h.phrase for h in feed(listener, *sounds)] == here == ["next", "more pressure"]
+        assert listener.counts.decoded >= 4
+    finally:
+        apart.close()
+    assert not any(p.is_alive() for p in apart._processes)
+
+
+class _Pipe:
+    """A phone-loop process's pipe, as the PhoneLoop sees it: each job answered with
+    its number."""
+
+    def __init__(self) -> None:
+        self.jobs: list[bytes] = []
+        self.answered = 0
+
+    def send(self, pcm: bytes) -> None:
+        self.jobs.append(pcm)
+
+    def recv(self) -> int:
+        self.answered += 1
+        return self.answered
+
+
+def test_the_phone_loop_gives_each_score_to_its_own_job_and_drops_the_unasked():
+    pipe = _Pipe()
+    loop = listen.PhoneLoop(pipe)
+    _, second, third = (loop.submit(bytes([k])) for k in range(3))
+    assert pipe.jobs == [b"\x00", b"\x01", b"\x02"]
+    assert third() == 3  # the first two answers were read past, and dropped
+    assert third() == 3
+    with pytest.raises(RuntimeError, match="after a later one"):
+        second()
+    fourth = loop.submit(b"")
+    assert fourth() == 4 and pipe.answered == 4
+
+
 def test_a_wake_word_of_ones_own_is_spelt_from_the_full_dictionary():
     rec = listen.Recognizer("Hey, Trainer")
     assert rec.wake == ["hey", "trainer"]
