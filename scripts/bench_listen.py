@@ -36,8 +36,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import soundfile as sf
@@ -47,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from speech_for_listen import (
     CHATTER,
+    CHATTER_HELD_OUT,
     ESPEAK_VOICES,
     SR,
     cough,
@@ -85,6 +88,7 @@ class Room:
     people: np.ndarray  # 16 kHz
     wake: str | None = "coach"
     seed: int = 0
+    title: str = ""  # for --log
     heard: list[tuple[listen.Heard, float, float]] = field(default_factory=list)
 
     def run(self) -> listen.Listener:
@@ -100,7 +104,9 @@ class Room:
         # The recognizer as `coach run` has it: in a process of its own, with the free
         # loop of phones in another (the decoding time is what a session would see).
         recognizer = listen.RecognizerProcess(self.wake)
-        listener = listen.Listener(recognizer, gate=audible.during, reference=audible)
+        listener = listen.Listener(
+            recognizer, gate=audible.during, reference=audible, trace=_tracer(self.title)
+        )
         try:
             self._feed(listener, audible, pcm, rng, t0)
         finally:
@@ -138,6 +144,17 @@ class Room:
             self.heard += [
                 (listen.Heard(h.phrase, h.control, h.start - t0, h.end - t0), t, took) for h in got
             ]
+
+
+#: --log FILE: every utterance's fate and measures, as COACH_LISTEN_LOG writes them
+_LOG: list[TextIO] = []
+
+
+def _tracer(title: str) -> Callable[[str], None] | None:
+    if not _LOG:
+        return None
+    log = _LOG[0]
+    return lambda line: print(f"[{title}] {line}", file=log, flush=True)
 
 
 def lay(clips: list[np.ndarray], at: list[float], n: int) -> np.ndarray:
@@ -217,7 +234,8 @@ def between_cues(voices: list[tuple[str, float]]) -> list[tuple[float, float]]:
         at.append(t)
         t += len(clip) / SR + 1.3
     people = lay([c[-1] for c in clips], at, round((t + 1) * SR))
-    sim = Room(np.zeros(round((t + 1) * RATE), dtype=np.float32), [], people, seed=1)
+    silent = np.zeros(round((t + 1) * RATE), dtype=np.float32)
+    sim = Room(silent, [], people, seed=1, title="between")
     listener = sim.run()
     said = [
         Said(c, v, r, nz, a, a + len(clip) / SR)
@@ -273,7 +291,7 @@ def over_speech(voices: list[tuple[str, float]], rendered) -> None:
                 last = start + len(clip[-1]) / SR + 1.2
         n = round(len(audio) / RATE * SR)
         people = lay([c[-1] for c in take], at, n)
-        sim = Room(audio, sounding, people, seed=10 + k)
+        sim = Room(audio, sounding, people, seed=10 + k, title=f"over {k}")
         listener = sim.run()
         counts += Counter(vars(listener.counts))
         shift = 10_000.0 * k  # each session on a clock of its own: keep them apart
@@ -297,13 +315,21 @@ def over_speech(voices: list[tuple[str, float]], rendered) -> None:
     )
 
 
-def chatter(voices: list[tuple[str, float]]) -> None:
-    rng = np.random.default_rng(3)
+def chatter(voices: list[tuple[str, float]], held_out: bool = False) -> None:
+    """False triggers of talk between cues: CHATTER, or CHATTER_HELD_OUT (said at the
+    voices' other rates, and with the wake word only)."""
+    rng = np.random.default_rng(4 if held_out else 3)
+    phrases = CHATTER_HELD_OUT if held_out else CHATTER
+    if held_out:
+        rates = {r for _, r in voices}
+        others = sorted({r for v, r in speakers(False) if r not in rates} or rates)
+        voices = [(v, others[i % len(others)]) for i, (v, _) in enumerate(voices)]
     clips = [
         noisy(speak(text, v, r), NOISES[i % 3], rng)
-        for i, (text, (v, r)) in enumerate(itertools.product(CHATTER, voices))
+        for i, (text, (v, r)) in enumerate(itertools.product(phrases, voices))
     ]
-    clips += [cough(0), laugh(0), cough(1), laugh(1)]
+    if not held_out:
+        clips += [cough(0), laugh(0), cough(1), laugh(1)]
     at, t = [], 1.0
     for clip in clips:
         at.append(t)
@@ -311,19 +337,27 @@ def chatter(voices: list[tuple[str, float]]) -> None:
     n = round((t + 1) * SR)
     people = lay(clips, at, n)
     hours = sum(len(c) for c in clips) / SR / 3600
-    for wake, name in (("coach", "with the wake word"), (None, "without (--listen=direct)")):
-        sim = Room(np.zeros(round((t + 1) * RATE), dtype=np.float32), [], people, wake=wake, seed=3)
+    runs: list[tuple[str | None, str]] = [("coach", "with the wake word")]
+    if not held_out:
+        runs.append((None, "without (--listen=direct)"))
+    for wake, name in runs:
+        silent = np.zeros(round((t + 1) * RATE), dtype=np.float32)
+        title = f"{'held-out ' if held_out else ''}chatter {wake or 'direct'}"
+        sim = Room(silent, [], people, wake=wake, seed=3, title=title)
         listener = sim.run()
         goal = "; goal: 0" if wake else ""
+        what = "held-out chatter (no threshold set on it)" if held_out else "chatter"
         print(
-            f"false triggers, chatter between cues {name}: {len(sim.heard)} in "
+            f"false triggers, {what} between cues {name}: {len(sim.heard)} in "
             f"{len(clips)} utterances, {hours * 60:.1f} min of talk "
             f"({len(sim.heard) / hours:.0f} per hour{goal}); {listener.counts.utterances} "
             "utterances reached the recognizer"
         )
         for h, _, _ in sim.heard[:8]:
             i = max(k for k, a in enumerate(at) if a <= h.start + 0.3)
-            print(f"    {h.phrase!r} from utterance {i}")
+            said = phrases[i // len(voices)] if i < len(phrases) * len(voices) else "cough/laugh"
+            v, r = voices[i % len(voices)]
+            print(f"    {h.phrase!r} from utterance {i}: {said!r} ({v}, {r:g})")
 
 
 def own_voice(rendered) -> None:
@@ -334,7 +368,7 @@ def own_voice(rendered) -> None:
         found = []
         for k, (title, audio, speech, sounding) in enumerate(rendered):
             n = round(len(audio) / RATE * SR)
-            sim = Room(audio, sounding, np.zeros(n), wake=wake, seed=20 + k)
+            sim = Room(audio, sounding, np.zeros(n), wake=wake, seed=20 + k, title=f"own {k}")
             listener = sim.run()
             total += len(sim.heard)
             found += [f"{h.phrase!r} at {h.start:.1f} s in {title}" for h, _, _ in sim.heard]
@@ -362,8 +396,11 @@ def own_voice(rendered) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a third of the voices")
-    parser.add_argument("--skip", default="", help="comma list: between,over,chatter,own")
+    parser.add_argument("--skip", default="", help="comma list: between,over,chatter,held-out,own")
+    parser.add_argument("--log", help="write each utterance's fate and measures to this file")
     args = parser.parse_args()
+    if args.log:
+        _LOG.append(open(args.log, "w", encoding="utf-8"))  # noqa: SIM115 (for the whole run)
     skip = set(args.skip.split(","))
     began = time.perf_counter()
     voices = speakers(args.quick)
@@ -385,6 +422,8 @@ def main() -> int:
         over_speech(voices, rendered)
     if "chatter" not in skip:
         chatter(voices)
+    if "held-out" not in skip:
+        chatter(voices, held_out=True)
     if "own" not in skip:
         own_voice(rendered)
     print(f"bench time {time.perf_counter() - began:.0f} s")
