@@ -728,6 +728,10 @@ class Listener:
                 self.problem = str(e)
         from coach.echo import Aligner
 
+        # What the canceller gives comes `delay` samples late: the microphone's samples
+        # and the reference, kept alongside it window by window, wait as long.
+        lag = self.canceller.delay if self.canceller is not None else 0
+
         self.aligner = Aligner(MIC_RATE)
         self._resample: Any = None
         if rate != MIC_RATE:
@@ -738,8 +742,10 @@ class Listener:
         self._samples = 0  # 16 kHz samples taken from the microphone
         self._mic_t0 = math.inf  # monotonic time of sample 0 (the least estimate)
         self._clean = np.zeros(0, dtype=np.int16)  # cleaned, waiting for a full window
-        self._raw = np.zeros(0, dtype=np.float64)  # the microphone's, alongside
-        self._ref = np.zeros(0, dtype=np.float64)  # the canceller's reference, alongside
+        self._lag = lag
+        self._raw = np.zeros(lag, dtype=np.float64)  # the microphone's, alongside
+        self._ref = np.zeros(lag, dtype=np.float64)  # the canceller's reference, alongside
+        self._cancelled = np.zeros(lag, dtype=np.float64)  # before the suppressor, alongside
         self._done = 0  # 16 kHz samples given to the voice detector
         self._preroll: collections.deque[np.ndarray] = collections.deque(
             maxlen=max(1, round(PRE_ROLL * MIC_RATE / WINDOW))
@@ -768,7 +774,12 @@ class Listener:
         return self.canceller is not None and self.erle >= MIN_ERLE
 
     def _time(self, sample: int) -> float:
+        """When the microphone heard its `sample`."""
         return self._mic_t0 + sample / MIC_RATE
+
+    def _heard(self, sample: int) -> float:
+        """When the microphone heard what is the cleaned stream's `sample`."""
+        return self._time(sample - self._lag)
 
     def feed(self, pcm: bytes, captured: float) -> list[Heard]:
         import numpy as np
@@ -788,7 +799,7 @@ class Listener:
             return []
         mic, self._pending = self._pending[:usable], self._pending[usable:]
         at = self._samples - len(self._pending) - usable  # the first sample of `mic`
-        clean = mic
+        clean = cancelled = mic
         ref_used = np.zeros(usable)
         if self._reference is not None:
             ref, jumped = self._reference.read(self._time(at), usable)
@@ -798,6 +809,7 @@ class Listener:
                     self._start_over()
                 ref16 = np.clip(np.round(ref * 32768), -32768, 32767).astype(np.int16)
                 clean = self.canceller.process(mic, ref16)
+                cancelled = self.canceller.cancelled
                 ref_used = ref16.astype(np.float64)
                 move = self.aligner.push(mic, ref)
                 self._reference.drift = self.aligner.drift
@@ -812,16 +824,19 @@ class Listener:
                     self._drift_noted = self.aligner.drift
         self._clean = np.concatenate([self._clean, clean])
         self._raw = np.concatenate([self._raw, mic.astype(np.float64)])
+        self._cancelled = np.concatenate([self._cancelled, cancelled.astype(np.float64)])
         self._ref = np.concatenate([self._ref, ref_used])
         heard: list[Heard] = []
         while len(self._clean) >= WINDOW:
             window, self._clean = self._clean[:WINDOW], self._clean[WINDOW:]
             raw, self._raw = self._raw[:WINDOW], self._raw[WINDOW:]
+            cancelled_e = float(np.mean(self._cancelled[:WINDOW] ** 2))
+            self._cancelled = self._cancelled[WINDOW:]
             ref_now = float(np.mean(self._ref[:WINDOW] ** 2))
             self._ref = self._ref[WINDOW:]
             # (this window and the one before: the echo comes a little after its reference)
             ref_e, self._ref_last = (ref_now + self._ref_last) / 2, ref_now
-            command = self._window(window, raw, ref_e)
+            command = self._window(window, raw, ref_e, cancelled_e)
             if command is not None:
                 heard.append(command)
         return heard
@@ -838,9 +853,13 @@ class Listener:
         self.erle = 0.0
         self._erles.clear()
 
-    def _window(self, window: np.ndarray, raw: np.ndarray, ref_e: float) -> Heard | None:
+    def _window(
+        self, window: np.ndarray, raw: np.ndarray, ref_e: float, cancelled_e: float
+    ) -> Heard | None:
         """One window of the voice detector: the endpointer's step. `ref_e`: the
-        reference's energy over it."""
+        reference's energy over it; `cancelled_e`: the canceller's output's, before the
+        suppressor (whose work, from the canceller's own estimate of the residue, must
+        not pass for a filter that has learnt the room)."""
         import numpy as np
 
         start = self._done
@@ -848,12 +867,12 @@ class Listener:
         p = float(self.vad.process_samples((window / 32768.0).tolist()))
         clean_e = float(np.mean(window.astype(np.float64) ** 2))
         raw_e = float(np.mean(raw**2))
-        coach = self.gate(self._time(start), self._time(self._done))
+        coach = self.gate(self._heard(start), self._heard(self._done))
         # The canceller's work is measured where there is an echo to take out: the
         # reference sounds, and nobody speaks (quiet windows between the coach's words
         # would only measure the room's hiss against itself).
         if coach and p < VAD_OFF and self.canceller is not None and min(ref_e, raw_e) > ECHO_FLOOR:
-            ratio = 10 * math.log10(max(raw_e, 1e-9) / max(clean_e, 1e-9))
+            ratio = 10 * math.log10(max(raw_e, 1e-9) / max(cancelled_e, 1e-9))
             self._erles.append(ratio)
             self.erle = statistics.median(self._erles)
         if self._utterance is None:
@@ -902,7 +921,7 @@ class Listener:
                 else ""
             )
             self.trace(
-                f"{self._time(start):.2f}-{self._time(end):.2f} {outcome}{said}"
+                f"{self._heard(start):.2f}-{self._heard(end):.2f} {outcome}{said}"
                 f"{' ' + measures if measures else ''}; echo cancelled {self.erle:.1f} dB, "
                 f"delay {self.aligner.delay if self.aligner.delay is not None else '?'}"
             )
@@ -914,7 +933,7 @@ class Listener:
         """What became of an utterance (a field of Counts) and the command, if any."""
         import numpy as np
 
-        t0, t1 = self._time(start), self._time(end)
+        t0, t1 = self._heard(start), self._heard(end)
         coach = self.gate(t0, t1)
         if coach and not self.barge_in:
             return "during_coach", None
@@ -949,7 +968,7 @@ class Listener:
         """Whether the coach's own sound over the utterance says `phrase` too."""
         assert self._reference is not None
         audible = self._reference.audible
-        frame = audible.frame_at(self._time(start) - PRE_ROLL)
+        frame = audible.frame_at(self._heard(start) - PRE_ROLL)
         if frame is None:
             return False
         n = (len(x) + round(PRE_ROLL * MIC_RATE)) * (RATE // MIC_RATE)

@@ -313,6 +313,40 @@ def test_the_echo_canceller_learns_a_delayed_echo():
         aec.process(np.zeros(100, np.int16), np.zeros(100, np.int16))
 
 
+def test_what_the_canceller_leaves_of_the_echo_is_suppressed_and_a_voice_over_it_kept(
+    coach_speech,
+):
+    far = soxr.resample(coach_speech.astype(np.float64), RATE, SR) * 32768
+    echo = np.convolve(far, room(delay=0.05))[: len(far)] * 0.7
+    voice = speak("coach, pause", "en-us", 160) * 32768 * 0.5
+    at = 10 * SR
+    near = echo.copy()
+    near[at : at + len(voice)] += voice
+    near += np.random.default_rng(5).normal(0, 30, len(near))
+    mic, ref = (np.clip(np.round(x), -32768, 32767).astype(np.int16) for x in (near, far))
+    usable = len(mic) // 160 * 160
+    out = {}
+    for suppress in (False, True):
+        aec = EchoCanceller(SR, suppress=suppress)
+        cleaned = aec.process(mic[:usable], ref[:usable]).astype(np.float64)
+        # The suppressor's output comes a frame late (it overlaps its frames).
+        assert aec.delay == (160 if suppress else 0)
+        out[suppress] = np.concatenate([cleaned[aec.delay :], np.zeros(aec.delay)])
+        aec.close()
+
+    def db(x: np.ndarray, y: np.ndarray) -> float:
+        return float(10 * np.log10(np.mean(x**2) / np.mean(y**2)))
+
+    learnt = slice(6 * SR, at)  # the coach alone, the filter learnt
+    assert db(echo[learnt], out[False][learnt]) > 15
+    assert db(out[False][learnt], out[True][learnt]) > 6  # the residue, suppressed
+    said = slice(at, at + len(voice))
+    # Over the voice: what comes out is the voice, hardly less loud (the suppressor
+    # holds back while someone speaks).
+    assert db(out[True][said], voice) > -4
+    assert np.corrcoef(out[True][said], voice)[0, 1] > 0.8
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.03, 0.08, 0.3])
 def test_the_aligner_measures_the_echos_delay_from_the_signals(delay):
     """Real speech through a room whose direct sound comes `delay` s after the
