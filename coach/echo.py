@@ -75,7 +75,8 @@ MAX_DRIFT = 1e-3
 #: NOISE_SUPPRESS. Speex's defaults for the last two (-15, -15) took more of a command
 #: than they gave: scripts/bench_listen.py --quick, commands over the coach's speech,
 #: heard 46/60 without the suppressor, 56/60 with the defaults, 57/60 with -6 while
-#: someone speaks (docs/audio-devices.md).
+#: someone speaks, 55/60 with -6 of noise too, which keeps test_listen's weakest "next"
+#: (docs/audio-devices.md).
 ECHO_SUPPRESS = -40
 ECHO_SUPPRESS_ACTIVE = -6
 NOISE_SUPPRESS = -6
