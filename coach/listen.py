@@ -30,6 +30,7 @@ Measured figures are printed by scripts/bench_listen.py.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.resources
 import math
 import os
@@ -186,6 +187,8 @@ class Recognizer:
         ps = _pocketsphinx()
         self._decoder = _decoder(ps)
         self._phones = phones
+        if phones is not None:
+            phones.fallback = self._free_here
         d = self._decoder
         self.wake = wake_words(wake) if wake is not None else None
         if self.wake is not None:
@@ -253,12 +256,11 @@ class Recognizer:
         started at once in the PhoneLoop's process, beside this one."""
         if self._phones is not None:
             return self._phones.submit(pcm)
+        return lambda: self._free_here(pcm)
 
-        def here() -> float | None:
-            hyp = self._decode("phones", pcm)
-            return None if hyp is None else float(hyp.score)
-
-        return here
+    def _free_here(self, pcm: bytes) -> float | None:
+        hyp = self._decode("phones", pcm)
+        return None if hyp is None else float(hyp.score)
 
     def recognize(
         self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
@@ -356,8 +358,7 @@ class Recognizer:
         hyp = self._decode(search, part)
         frames = self._decoder.n_frames()
         if free is None:
-            here = self._decode("phones", part)
-            score = None if here is None else float(here.score)
+            score = self._free_here(part)
             return lambda: fit(hyp, frames, score)
         return lambda: fit(hyp, frames, free())
 
@@ -402,9 +403,19 @@ class PhoneLoop:
         self._conn = conn
         self._sent = 0
         self._received = 0
+        #: Should the phone loop's process end (killed, crashed), the Recognizer's own
+        #: decoder takes over: `fallback(pcm)` scores it here.
+        self.fallback: Callable[[bytes], float | None] | None = None
+        self.gone = False
 
     def submit(self, pcm: bytes) -> Callable[[], float | None]:
-        self._conn.send(pcm)
+        if not self.gone:
+            try:
+                self._conn.send(pcm)
+            except OSError:
+                self.gone = True
+        if self.gone:
+            return lambda: self._here(pcm)
         self._sent += 1
         job = self._sent
         answer: list[float | None] = []
@@ -413,13 +424,22 @@ class PhoneLoop:
             while not answer:
                 if self._received >= job:
                     raise RuntimeError("a phone-loop score asked for after a later one")
-                got = self._conn.recv()
+                try:
+                    got = self._conn.recv()
+                except (EOFError, OSError):
+                    self.gone = True
+                    return self._here(pcm)
                 self._received += 1
                 if self._received == job:
                     answer.append(got)
             return answer[0]
 
         return result
+
+    def _here(self, pcm: bytes) -> float | None:
+        if self.fallback is None:
+            raise ListenError("the recognizer's phone loop ended")
+        return self.fallback(pcm)
 
 
 def _phone_loop_main(conn: Any) -> None:
@@ -439,7 +459,9 @@ def _phone_loop_main(conn: Any) -> None:
 
     for pcm in jobs(conn):
         hyp = _decode(decoder, "phones", pcm)
-        conn.send(None if hyp is None else float(hyp.score))
+        # (a score nobody waits for any more: the recognizer has ended)
+        with contextlib.suppress(OSError):
+            conn.send(None if hyp is None else float(hyp.score))
 
 
 class RecognizerProcess:
@@ -503,8 +525,6 @@ class RecognizerProcess:
         return decoded.phrase if decoded.accepted else None
 
     def close(self) -> None:
-        import contextlib
-
         with contextlib.suppress(OSError):
             self._conn.send(None)
         # The phone loop ends as the recognizer does (its pipe closes).
@@ -540,7 +560,8 @@ def _recognizer_main(conn: Any, wake: str | None, phones: Any = None) -> None:
     from coach.children import jobs
 
     for pcm, bare, voiced in jobs(conn):
-        conn.send(recognizer.decode(pcm, bare=bare, voiced=voiced))
+        with contextlib.suppress(OSError):  # (the parent has ended)
+            conn.send(recognizer.decode(pcm, bare=bare, voiced=voiced))
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,32 @@ def test_in_processes_of_their_own_the_recognizer_and_its_phone_loop_decide_alik
     assert not any(p.is_alive() for p in apart._processes)
 
 
+def test_a_phone_loop_that_ends_leaves_the_recognizer_deciding_alone(capfd):
+    command = listen.to_pcm(
+        np.concatenate([np.zeros(SR // 2), speak("coach, next", "en", 160), np.zeros(SR // 2)]),
+        SR,
+    )
+    talk = [speak(t, "en-us", 160) for t in ("that feels good", "my shoulders are so tight")]
+    chatter = listen.to_pcm(np.concatenate(talk * 2), SR, seed=1)
+    apart = listen.RecognizerProcess()
+    try:
+        # Closed while the phone loop still decodes a score nobody waits for (the
+        # grammar's words cover a tenth of the talk, which its search alone tells, and
+        # the free loop is the slower search): no traceback from either process.
+        assert apart.decode(chatter, voiced=10.0).why == "part of longer talk"
+    finally:
+        apart.close()
+    apart = listen.RecognizerProcess()
+    try:
+        phones = apart._processes[0]
+        phones.kill()
+        phones.join()
+        assert apart.recognize(command, voiced=0.8) == "next"
+    finally:
+        apart.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 class _Pipe:
     """A phone-loop process's pipe, as the PhoneLoop sees it: each job answered with
     its number."""
@@ -177,6 +203,15 @@ def test_the_phone_loop_gives_each_score_to_its_own_job_and_drops_the_unasked():
         second()
     fourth = loop.submit(b"")
     assert fourth() == 4 and pipe.answered == 4
+    # The process ends: the scores are decoded here instead.
+    loop.fallback = lambda pcm: -float(len(pcm))
+    pipe.recv = pipe.send = _broken  # type: ignore[method-assign]
+    assert loop.submit(b"abc")() == -3.0
+    assert loop.gone and loop.submit(b"ab")() == -2.0
+
+
+def _broken(*_: object) -> None:
+    raise BrokenPipeError
 
 
 def test_a_wake_word_of_ones_own_is_spelt_from_the_full_dictionary():
