@@ -18,13 +18,18 @@ echo about as loud as the person speaking, and a microphone's hiss (-60 dBFS).
    command both count against).
 2. False triggers: the chatter of tests/speech_for_listen.py (38 phrases, five voices,
    a cough and a laugh) between cues, with the wake word and without (--listen=direct);
-   and the rendered sessions alone, the coach's speech fed back with barge-in on.
+   its 30 held-out phrases (CHATTER_HELD_OUT, said at the voices' other rates; no
+   threshold is set on them) with the wake word; and the rendered sessions alone, the
+   coach's speech fed back with barge-in on.
 3. Command to effect: the endpointer's wait after the speech ends (stream time), plus
    the decoding (wall time on this machine), plus one block and the output latency a
    live Player adds (coach.live). tests/test_listen_e2e.py measures the whole path
    through PulseAudio.
 
-    .venv/bin/python scripts/bench_listen.py [--quick]
+    .venv/bin/python scripts/bench_listen.py [--quick] [--skip over,own] [--log FILE]
+
+The recognizer runs as in `coach run`: in a process of its own, its free loop of phones
+in another (so "decoding" is the wall time a session sees, on this machine's cores).
 """
 
 from __future__ import annotations
