@@ -84,3 +84,14 @@ def jobs(conn: Any) -> Iterator[Any]:
         if job is None:
             return
         yield job
+
+
+#: How much lower than the session a background decoder runs: with two decoders busy on
+#: a two-core machine, the process that feeds the speakers must still get its turn.
+BACKGROUND_NICENESS = 10
+
+
+def in_background() -> None:
+    """Lower this child's CPU priority (a no-op where that is not possible)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(BACKGROUND_NICENESS)

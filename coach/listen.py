@@ -448,6 +448,9 @@ def _phone_loop_main(conn: Any) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we end
+    from coach.children import in_background
+
+    in_background()
     try:
         decoder = _decoder(_pocketsphinx())
         _add_phone_loop(decoder)
@@ -471,7 +474,9 @@ class RecognizerProcess:
     pocketsphinx holds Python's GIL while it decodes, up to a tenth of a second at a
     time (measured); in the process that plays the session that starves the audio
     callback, and the speakers stutter (underruns) whenever a command is decoded. Here
-    it decodes beside the session, on another core if there is one. `close()` ends it.
+    it decodes beside the session, on another core if there is one, at a lower priority
+    (coach.children.in_background: the two decoders could otherwise take both cores of
+    a two-core machine from the speakers). `close()` ends it.
     """
 
     def __init__(self, wake: str | None = WAKE_WORD, *, phones: bool = True) -> None:
@@ -542,6 +547,9 @@ def _recognizer_main(conn: Any, wake: str | None, phones: Any = None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we end
+    from coach.children import in_background
+
+    in_background()
     try:
         loop = None
         if phones is not None:

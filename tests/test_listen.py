@@ -5,6 +5,8 @@ and the Audible that hands the listener what the speakers were sent."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soxr
@@ -142,6 +144,12 @@ def test_in_processes_of_their_own_the_recognizer_and_its_phone_loop_decide_alik
     try:
         assert [p.name for p in apart._processes] == ["coach-phones", "coach-recognizer"]
         assert all(p.is_alive() for p in apart._processes)
+        # Both decode at a lower priority: the session's process feeds the speakers.
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert all(
+            os.getpriority(os.PRIO_PROCESS, p.pid or 0) >= min(mine + 10, 19)
+            for p in apart._processes
+        )
         listener = listen.Listener(apart)
         assert [h.phrase for h in feed(listener, *sounds)] == here == ["next", "more pressure"]
         assert listener.counts.decoded >= 4

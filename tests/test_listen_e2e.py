@@ -410,8 +410,12 @@ def run_commands(pulse, tmp_path, plan):
                 at = found - skip - lead
         else:
             score, at = 1.0, first_sound(rec, begin)
+        if at is None:  # where it did sound, if anywhere (to tell late from lost)
+            later, fit = onset(rec, sample, begin, len(rec))
+            where = f"; later, fit {fit:.2f} {(later - skip - lead - end) / RATE:.2f} s after"
         assert at is not None, (
-            f"{command}: no effect (best fit {score:.2f})\n{coach.summary}\n{coach.heard_log}"
+            f"{command}: no effect (best fit {score:.2f}{where})\n{coach.summary}\n"
+            f"{coach.lines[-1:]}\n{coach.heard_log}"
         )
         effects[command] = (at, (at - end) / RATE)
     return rec, coach.summary + "\n" + err + "\n" + coach.heard_log, effects
