@@ -390,8 +390,9 @@ def _decode(decoder: Any, search: str, pcm: bytes) -> Any:
 class PhoneLoop:
     """The free loop of phones, decoded in a process of its own beside the Recognizer's:
     a command's fit against it costs the decoding of the command's sound by two
-    searches, and the free loop is the slower; in parallel, a command acts some 150 ms
-    sooner on two cores (scripts/bench_listen.py, "decoding").
+    searches, and the free loop is the slower; in parallel, a command acts some 90 ms
+    sooner (scripts/bench_listen.py --phone-loop on, "decoding"), where there are cores
+    to spare (PHONE_LOOP_CORES).
 
     The Recognizer's process holds this end of the pipe; `submit(pcm)` sends the job
     and gives a callable that waits for its score (None: nothing fits). Scores are
@@ -467,9 +468,18 @@ def _phone_loop_main(conn: Any) -> None:
             conn.send(None if hyp is None else float(hyp.score))
 
 
+#: The PhoneLoop decodes beside the recognizer on machines with this many cores. On two,
+#: the two decoders took both cores at each command, and the speakers stuttered in the
+#: end-to-end tests through PulseAudio (2 of 3 fresh-clone runs: a command's effect lost,
+#: the coach's own words obeyed after the stutter moved the echo); one core is the
+#: session's.
+PHONE_LOOP_CORES = 3
+
+
 class RecognizerProcess:
     """A Recognizer in a process of its own, with the same `decode` and `recognize`,
-    and its PhoneLoop in another (`phones=False`: none).
+    and its PhoneLoop in another (`phones`: on machines of PHONE_LOOP_CORES cores or
+    more, unless told).
 
     pocketsphinx holds Python's GIL while it decodes, up to a tenth of a second at a
     time (measured); in the process that plays the session that starves the audio
@@ -479,10 +489,13 @@ class RecognizerProcess:
     a two-core machine from the speakers). `close()` ends it.
     """
 
-    def __init__(self, wake: str | None = WAKE_WORD, *, phones: bool = True) -> None:
+    def __init__(self, wake: str | None = WAKE_WORD, *, phones: bool | None = None) -> None:
         import multiprocessing
 
         from coach.children import sigint_ignored
+
+        if phones is None:
+            phones = (os.cpu_count() or 1) >= PHONE_LOOP_CORES
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()

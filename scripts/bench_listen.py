@@ -106,9 +106,10 @@ class Room:
         echo = np.convolve(ref, room(self.seed))[:n] * ECHO_GAIN
         mic = echo + self.people + rng.normal(0, 30 / 32768, n)
         pcm = np.clip(np.round(mic * 32768), -32768, 32767).astype("<i2").tobytes()
-        # The recognizer as `coach run` has it: in a process of its own, with the free
-        # loop of phones in another (the decoding time is what a session would see).
-        recognizer = listen.RecognizerProcess(self.wake)
+        # The recognizer as `coach run` has it on this machine: in a process of its own,
+        # with the free loop of phones in another if there are cores for it
+        # (listen.PHONE_LOOP_CORES; the decoding time is what a session would see).
+        recognizer = listen.RecognizerProcess(self.wake, phones=_PHONES[0] if _PHONES else None)
         listener = listen.Listener(
             recognizer, gate=audible.during, reference=audible, trace=_tracer(self.title)
         )
@@ -151,6 +152,8 @@ class Room:
             ]
 
 
+#: --phone-loop on|off: whether the recognizer's free loop decodes in a process of its own
+_PHONES: list[bool] = []
 #: --log FILE: every utterance's fate and measures, as COACH_LISTEN_LOG writes them
 _LOG: list[TextIO] = []
 
@@ -403,7 +406,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a third of the voices")
     parser.add_argument("--skip", default="", help="comma list: between,over,chatter,held-out,own")
     parser.add_argument("--log", help="write each utterance's fate and measures to this file")
+    parser.add_argument(
+        "--phone-loop",
+        choices=["on", "off"],
+        help="decode the free loop of phones in a process of its own (default: as coach run "
+        f"does, with {listen.PHONE_LOOP_CORES} cores or more)",
+    )
     args = parser.parse_args()
+    if args.phone_loop:
+        _PHONES.append(args.phone_loop == "on")
     if args.log:
         _LOG.append(open(args.log, "w", encoding="utf-8"))  # noqa: SIM115 (for the whole run)
     skip = set(args.skip.split(","))

@@ -140,7 +140,7 @@ def test_in_processes_of_their_own_the_recognizer_and_its_phone_loop_decide_alik
         cough(),
     ]
     here = [h.phrase for h in feed(listen.Listener(listen.Recognizer()), *sounds)]
-    apart = listen.RecognizerProcess()
+    apart = listen.RecognizerProcess(phones=True)
     try:
         assert [p.name for p in apart._processes] == ["coach-phones", "coach-recognizer"]
         assert all(p.is_alive() for p in apart._processes)
@@ -165,7 +165,7 @@ def test_a_phone_loop_that_ends_leaves_the_recognizer_deciding_alone(capfd):
     )
     talk = [speak(t, "en-us", 160) for t in ("that feels good", "my shoulders are so tight")]
     chatter = listen.to_pcm(np.concatenate(talk * 2), SR, seed=1)
-    apart = listen.RecognizerProcess()
+    apart = listen.RecognizerProcess(phones=True)
     try:
         # Closed while the phone loop still decodes a score nobody waits for (the
         # grammar's words cover a tenth of the talk, which its search alone tells, and
@@ -173,7 +173,7 @@ def test_a_phone_loop_that_ends_leaves_the_recognizer_deciding_alone(capfd):
         assert apart.decode(chatter, voiced=10.0).why == "part of longer talk"
     finally:
         apart.close()
-    apart = listen.RecognizerProcess()
+    apart = listen.RecognizerProcess(phones=True)
     try:
         phones = apart._processes[0]
         phones.kill()
