@@ -100,6 +100,13 @@ MIN_SPEECH = 0.15
 #: an error in the estimated timing of either stream still leaves the echo after its
 #: reference (coach.echo.TAIL covers the rest of the way).
 LEAD = 0.06
+#: Whether what the canceller leaves of the echo is suppressed after it (coach.echo:
+#: Speex's preprocessor). Off: in bench_listen it lifted commands heard over the coach
+#: from 46/60 to 55-57/60, with no false trigger from the coach's own speech; but
+#: through PulseAudio, in two fresh-clone runs of tests/test_listen_e2e.py, the coach
+#: obeyed its own bare "more time" with it (test_bare_commands_in_the_coachs_own_cues_
+#: are_never_obeyed), which it never did without. Until that is understood, it stays off.
+SUPPRESS = False
 #: Barge-in: the canceller must take at least MIN_ERLE dB out of the coach's echo (it
 #: learns the room over the first seconds the coach speaks); until then, what is heard
 #: while the coach sounds is dropped. An utterance over the coach must then stand
@@ -765,7 +772,7 @@ class Listener:
             from coach.echo import EchoCanceller, EchoUnavailable
 
             try:
-                self.canceller = EchoCanceller(MIC_RATE)
+                self.canceller = EchoCanceller(MIC_RATE, suppress=SUPPRESS)
             except EchoUnavailable as e:
                 self.problem = str(e)
         from coach.echo import Aligner
