@@ -326,6 +326,51 @@ def test_without_the_canceller_it_is_dropped_unheard(recognizer, coach_speech):
     assert listener.counts.during_coach >= 1
 
 
+def test_no_barge_in_until_the_echos_delay_is_measured(recognizer, coach_speech, monkeypatch):
+    """Before the Aligner has measured the echo, the reference is placed by timestamps
+    that may be 100 ms out, and the canceller's measure can flatter it (through
+    PulseAudio under load the coach obeyed its own words so): what is said over the
+    coach then is dropped, however well the canceller seems to do."""
+    monkeypatch.setattr(Aligner, "measure", lambda self, mic, ref: None)
+    n = round(len(coach_speech) / RATE * SR) + SR
+    people = said_at(n, (9.0, speak("coach, next", "en-us", 160)))
+    coach = Audible()
+    listener = listen.Listener(recognizer, gate=coach.during, reference=coach)
+    assert stream(listener, through_the_room(coach_speech, people), coach, coach_speech) == []
+    assert listener.erle > 15 and listener.aligner.delay is None
+    assert listener.counts.during_coach >= 1
+
+
+class _Fits:
+    """A recognizer that finds `phrase` in any utterance at a fit of `fit`, and nothing in
+    the coach's own sound."""
+
+    def __init__(self, phrase: str, fit: float) -> None:
+        self.phrase, self.fit = phrase, fit
+
+    def decode(self, pcm, *, bare=False, voiced=None) -> listen.Decoded:
+        return listen.Decoded(self.phrase, "", fit=self.fit)
+
+    def recognize(self, pcm, *, bare=False, voiced=None):
+        return None
+
+
+@pytest.mark.parametrize(("fit", "obeyed"), [(-12.0, False), (-5.0, True)])
+def test_a_bare_command_over_the_coach_must_fit_as_well_as_one_after_the_wake_word(
+    coach_speech, fit, obeyed
+):
+    """`--listen=direct` takes a bare command between cues at a fit of MIN_FIT_DIRECT;
+    over the coach, what the canceller leaves of its words fit -12 as "faster", so there
+    the fit must reach MIN_FIT."""
+    n = round(len(coach_speech) / RATE * SR) + SR
+    people = said_at(n, (9.0, speak("faster", "en-us", 160)))
+    coach = Audible()
+    listener = listen.Listener(_Fits("faster", fit), gate=coach.during, reference=coach)
+    heard = stream(listener, through_the_room(coach_speech, people), coach, coach_speech)
+    assert listen.MIN_FIT_DIRECT < -12.0 < listen.MIN_FIT < -5.0
+    assert ("faster" in [h.phrase for h in heard]) is obeyed
+
+
 @pytest.mark.parametrize("wake", ["coach", None])
 def test_the_coach_never_obeys_its_own_voice(wake, coach_speech):
     """The coach itself says commands (with the wake word, and bare), loud in the room."""

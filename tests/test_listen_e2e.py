@@ -505,10 +505,12 @@ def test_bare_commands_in_the_coachs_own_cues_are_never_obeyed(pulse, mic, room,
     routine = tmp_path / "echo.yaml"
     routine.write_text(ECHO_ROUTINE)
     with pulse.record(tmp_path / "mic.wav", source=f"{MIC}.monitor") as by_mic:
-        coach = Coach(str(routine), "--listen=direct")
+        coach = Coach(str(routine), "--listen=direct", log=tmp_path / "listen.log")
         coach.wait_for("voice commands: listening (bare commands")
         coach.finish()
-    assert coach.summary.startswith("voice commands heard: none ("), coach.lines
+    assert coach.summary.startswith("voice commands heard: none ("), (
+        f"{coach.lines}\n{coach.heard_log}"
+    )
     assert "session finished" in "\n".join(coach.lines)
     # The coach's voice really was in the microphone: every cue, loud.
     loud = np.flatnonzero(np.abs(by_mic.samples).max(axis=1) > 0.05)
