@@ -91,7 +91,15 @@ def jobs(conn: Any) -> Iterator[Any]:
 BACKGROUND_NICENESS = 10
 
 
-def in_background() -> None:
-    """Lower this child's CPU priority (a no-op where that is not possible)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.nice(BACKGROUND_NICENESS)
+def as_worker(*, background: bool = False) -> None:
+    """The first step of a worker process's body: Ctrl-C reaches the whole process
+    group, and the parent decides and terminates us, so SIGINT is ignored (the launcher
+    of `start` ignores it already, so one during start-up is no traceback either; this
+    covers a worker started without it). `background`: lower its CPU priority too (a
+    no-op where that is not possible)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if background:
+        with contextlib.suppress(AttributeError, OSError):
+            os.nice(BACKGROUND_NICENESS)

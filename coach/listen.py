@@ -358,7 +358,7 @@ class Recognizer:
             def later() -> float:
                 hyp = self._decode(search, part)
                 frames = self._decoder.n_frames()
-                return fit(hyp, frames, self._free(part)())
+                return fit(hyp, frames, self._free_here(part))
 
             return later
         free = self._phones.submit(part) if beside else None
@@ -453,12 +453,9 @@ class PhoneLoop:
 def _phone_loop_main(conn: Any) -> None:
     """Body of the phone loop's process: each pcm's free-loop score, until the pipe
     closes (the recognizer's process ended) or None."""
-    import signal
+    from coach.children import as_worker
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we end
-    from coach.children import in_background
-
-    in_background()
+    as_worker(background=True)
     try:
         decoder = _decoder(_pocketsphinx())
         _add_phone_loop(decoder)
@@ -492,7 +489,7 @@ class RecognizerProcess:
     time (measured); in the process that plays the session that starves the audio
     callback, and the speakers stutter (underruns) whenever a command is decoded. Here
     it decodes beside the session, on another core if there is one, at a lower priority
-    (coach.children.in_background: the two decoders could otherwise take both cores of
+    (coach.children.as_worker: the two decoders could otherwise take both cores of
     a two-core machine from the speakers). `close()` ends it.
     """
 
@@ -564,12 +561,9 @@ class RecognizerProcess:
 def _recognizer_main(conn: Any, wake: str | None, phones: Any = None) -> None:
     """Body of the recognizer's process: a Recognizer (with a PhoneLoop on the pipe
     `phones`, if given), one utterance at a time, until None or a closed pipe."""
-    import signal
+    from coach.children import as_worker
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we end
-    from coach.children import in_background
-
-    in_background()
+    as_worker(background=True)
     try:
         loop = None
         if phones is not None:
@@ -794,7 +788,8 @@ class Listener:
         self._lag = lag
         self._raw = np.zeros(lag, dtype=np.float64)  # the microphone's, alongside
         self._ref = np.zeros(lag, dtype=np.float64)  # the canceller's reference, alongside
-        self._cancelled = np.zeros(lag, dtype=np.float64)  # before the suppressor, alongside
+        # before the suppressor, alongside (with none, the cleaned stream is the same)
+        self._cancelled = np.zeros(lag, dtype=np.float64) if lag else None
         self._done = 0  # 16 kHz samples given to the voice detector
         self._preroll: collections.deque[np.ndarray] = collections.deque(
             maxlen=max(1, round(PRE_ROLL * MIC_RATE / WINDOW))
@@ -878,14 +873,17 @@ class Listener:
                     self._drift_noted = self.aligner.drift
         self._clean = np.concatenate([self._clean, clean])
         self._raw = np.concatenate([self._raw, mic.astype(np.float64)])
-        self._cancelled = np.concatenate([self._cancelled, cancelled.astype(np.float64)])
+        if self._cancelled is not None:
+            self._cancelled = np.concatenate([self._cancelled, cancelled.astype(np.float64)])
         self._ref = np.concatenate([self._ref, ref_used])
         heard: list[Heard] = []
         while len(self._clean) >= WINDOW:
             window, self._clean = self._clean[:WINDOW], self._clean[WINDOW:]
             raw, self._raw = self._raw[:WINDOW], self._raw[WINDOW:]
-            cancelled_e = float(np.mean(self._cancelled[:WINDOW] ** 2))
-            self._cancelled = self._cancelled[WINDOW:]
+            cancelled_e = None
+            if self._cancelled is not None:
+                cancelled_e = float(np.mean(self._cancelled[:WINDOW] ** 2))
+                self._cancelled = self._cancelled[WINDOW:]
             ref_now = float(np.mean(self._ref[:WINDOW] ** 2))
             self._ref = self._ref[WINDOW:]
             # (this window and the one before: the echo comes a little after its reference)
@@ -908,12 +906,13 @@ class Listener:
         self._erles.clear()
 
     def _window(
-        self, window: np.ndarray, raw: np.ndarray, ref_e: float, cancelled_e: float
+        self, window: np.ndarray, raw: np.ndarray, ref_e: float, cancelled_e: float | None
     ) -> Heard | None:
         """One window of the voice detector: the endpointer's step. `ref_e`: the
         reference's energy over it; `cancelled_e`: the canceller's output's, before the
         suppressor (whose work, from the canceller's own estimate of the residue, must
-        not pass for a filter that has learnt the room)."""
+        not pass for a filter that has learnt the room); None without a suppressor, when
+        it is the window's own."""
         import numpy as np
 
         start = self._done
@@ -931,7 +930,8 @@ class Listener:
         # flatter a filter still learning the room, and barge-in also waits for the
         # Aligner to have measured the echo's delay.
         if coach and p < VAD_OFF and self.canceller is not None and min(ref_e, raw_e) > ECHO_FLOOR:
-            ratio = 10 * math.log10(max(raw_e, 1e-9) / max(cancelled_e, 1e-9))
+            left = clean_e if cancelled_e is None else cancelled_e
+            ratio = 10 * math.log10(max(raw_e, 1e-9) / max(left, 1e-9))
             self._erles.append(ratio)
             self.erle = statistics.median(self._erles)
         if self._utterance is None:

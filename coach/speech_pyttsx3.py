@@ -175,13 +175,9 @@ def _worker_main(conn: Connection, driver: str, timeout: float) -> None:
     ``("done", id)``, ``("failed", id, why)`` or ``("bad-voice", id, voice)``; ``None`` or
     a closed pipe ends it. Sends ``("no-engine", why)`` and ends if pyttsx3 cannot start.
     """
-    import signal
-    import threading
+    from coach.children import as_worker
 
-    # Ctrl-C reaches the whole process group; the parent decides and terminates us. (The
-    # parent starts us with SIGINT ignored already, so one during start-up is no
-    # traceback either; this covers a worker started without the launcher.)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    as_worker()
     # pyttsx3 prints "Audio saved to ..." on stdout for every save ("swallowed errors and chatter").
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
