@@ -28,7 +28,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,6 +115,16 @@ def _library() -> Any:
     lib.speex_preprocess_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
     lib.speex_preprocess_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     return lib
+
+
+class Correlation(NamedTuple):
+    """Where a reference best explains a signal: `lag` samples after it; `peak`: how
+    far its whitened correlation peak stands over the median; `corr`: the plain
+    normalized correlation there (1: the reference explains the signal entirely)."""
+
+    lag: float
+    peak: float
+    corr: float
 
 
 class Aligner:
@@ -236,6 +246,14 @@ class Aligner:
         """The lag (samples, to a fraction of one) at which `ref` best explains `mic`
         (mic[i] ~ g ref[i - lag]), within SEARCH either way, or None when nothing fits to
         MIN_CORR (the coach was quiet, or someone spoke over all of it)."""
+        found = self.correlate(mic, ref)
+        if found is None or found.peak < MIN_PEAK or found.corr < MIN_CORR:
+            return None
+        return found.lag
+
+    def correlate(self, mic: np.ndarray, ref: np.ndarray) -> Correlation | None:
+        """Where `ref` explains `mic` best, within SEARCH either way, and how well; None
+        when either is silent."""
         import numpy as np
 
         e_mic, e_ref = float(np.dot(mic, mic)), float(np.dot(ref, ref))
@@ -254,14 +272,11 @@ class Aligner:
         # of the two is highest changes from one stretch of speech to the next).
         first = int(np.flatnonzero(white >= FIRST_PEAK * white[top])[0])
         k = first + int(np.argmax(white[first : first + 8]))
-        if white[k] < MIN_PEAK * np.median(white):
-            return None
+        peak = float(white[k] / max(float(np.median(white)), 1e-30))
         # How well: the plain normalized correlation there (1: the reference explains
         # the microphone entirely), the best within a millisecond.
         lag = k - w
         plain = max(abs(_dot_at(mic, ref, d)) for d in range(lag - 16, lag + 17))
-        if plain / np.sqrt(e_mic * e_ref) < MIN_CORR:
-            return None
         # To a fraction of a sample: the parabola through the peak and its neighbours.
         frac = 0.0
         if 0 < k < len(white) - 1:
@@ -269,7 +284,7 @@ class Aligner:
             bend = y0 - 2 * y1 + y2
             if bend < 0:
                 frac = float(np.clip(0.5 * (y0 - y2) / bend, -0.5, 0.5))
-        return k - w + frac
+        return Correlation(k - w + frac, peak, plain / np.sqrt(e_mic * e_ref))
 
 
 def _dot_at(mic: np.ndarray, ref: np.ndarray, lag: int) -> float:

@@ -48,6 +48,7 @@ from coach.units import RATE
 if TYPE_CHECKING:
     import numpy as np
 
+    from coach.echo import Correlation
     from coach.live import Audible
 
 #: The microphone's sample rate: what the acoustic model was trained on (the session
@@ -115,6 +116,15 @@ SUPPRESS = False
 MIN_ERLE = 10.0
 NEAR_MARGIN = 8.0
 NEAR_FLOOR = 6.0
+#: What the canceller left of an utterance over the coach is the coach's own words when
+#: the reference still explains it at one delay within the filter's reach either way (a
+#: jump of the output moves the echo before its reference as well as after): a whitened
+#: correlation peak ECHO_PEAK times over its median, and a plain correlation of
+#: ECHO_CORR. In bench_listen, no command said over the coach came near both (peaks up to
+#: 11, at random lags); the coach's own commands through a filter the output's jump had
+#: put 26-40 ms out, 8 of 11 did (peaks 17-65 at the echo's delay).
+ECHO_PEAK = 15.0
+ECHO_CORR = 0.08
 #: The measure of the canceller's work: the median over the last ERLE_TIME seconds of
 #: the windows whose reference is louder than ECHO_FLOOR (-50 dBFS, int16 units squared).
 ERLE_TIME = 2.0
@@ -604,6 +614,24 @@ class Decoded:
         return self.phrase is not None and not self.why
 
 
+def _weak_over_the_coach(d: Decoded) -> str:
+    """Why a bare command (`--listen=direct`) heard over the coach is refused, or "": it
+    must fit and cover the utterance as one after the wake word does. What the canceller
+    left of the coach's words fit -12 as "faster"; in bench_listen, the coach's own
+    speech gave "faster" covering 16% of a 3.6 s utterance, and "more time" 53%."""
+    if d.fit is not None and d.fit < MIN_FIT:
+        return "a poor fit over the coach"
+    if d.cover is not None and d.cover < MIN_COVER:
+        return "part of longer talk over the coach"
+    return ""
+
+
+def _follows_the_coach(c: Correlation) -> bool:
+    from coach.echo import TAIL
+
+    return c.peak >= ECHO_PEAK and c.corr >= ECHO_CORR and abs(c.lag) <= TAIL * MIC_RATE
+
+
 def _zeros(n: int) -> np.ndarray:
     import numpy as np
 
@@ -788,6 +816,10 @@ class Listener:
         self._lag = lag
         self._raw = np.zeros(lag, dtype=np.float64)  # the microphone's, alongside
         self._ref = np.zeros(lag, dtype=np.float64)  # the canceller's reference, alongside
+        # the reference window by window, as long as an utterance is kept
+        self._ref_windows: collections.deque[np.ndarray] = collections.deque(
+            maxlen=math.ceil((MAX_UTTERANCE + 1 + PRE_ROLL) * MIC_RATE / WINDOW) + 2
+        )
         # before the suppressor, alongside (with none, the cleaned stream is the same)
         self._cancelled = np.zeros(lag, dtype=np.float64) if lag else None
         self._done = 0  # 16 kHz samples given to the voice detector
@@ -811,6 +843,7 @@ class Listener:
         self._seed = 0
         self.last: Decoded | None = None  # what the recognizer made of the last utterance
         self._near: float | None = None  # its voice over the coach: dB the canceller left
+        self._follows: Correlation | None = None  # and how the reference explains it
 
     @property
     def barge_in(self) -> bool:
@@ -884,8 +917,9 @@ class Listener:
             if self._cancelled is not None:
                 cancelled_e = float(np.mean(self._cancelled[:WINDOW] ** 2))
                 self._cancelled = self._cancelled[WINDOW:]
-            ref_now = float(np.mean(self._ref[:WINDOW] ** 2))
-            self._ref = self._ref[WINDOW:]
+            ref_w, self._ref = self._ref[:WINDOW], self._ref[WINDOW:]
+            self._ref_windows.append(ref_w)
+            ref_now = float(np.mean(ref_w**2))
             # (this window and the one before: the echo comes a little after its reference)
             ref_e, self._ref_last = (ref_now + self._ref_last) / 2, ref_now
             command = self._window(window, raw, ref_e, cancelled_e)
@@ -966,6 +1000,7 @@ class Listener:
         self.counts.utterances += 1
         self.last = None
         self._near = None
+        self._follows = None
         outcome, heard = self._judge(parts, start, end, long)
         setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
         if self.trace is not None:
@@ -984,10 +1019,17 @@ class Listener:
                 f"{self._heard(start):.2f}-{self._heard(end):.2f} {outcome}{said}"
                 f"{' ' + measures if measures else ''}"
                 f"{f' near {self._near:.1f} dB' if self._near is not None else ''}"
+                f"{self._follows_text()}"
                 f"; echo cancelled {self.erle:.1f} dB, "
                 f"delay {self.aligner.delay if self.aligner.delay is not None else '?'}"
             )
         return heard
+
+    def _follows_text(self) -> str:
+        f = self._follows
+        if f is None:
+            return ""
+        return f" follows {f.lag / MIC_RATE * 1000:.0f} ms peak {f.peak:.0f} corr {f.corr:.2f}"
 
     def _judge(
         self, parts: list[np.ndarray], start: int, end: int, long: bool
@@ -1008,8 +1050,18 @@ class Listener:
         if coach:
             near = 10 * math.log10(max(self._energy[1], 1e-9) / max(self._energy[0], 1e-9))
             self._near = near
+            self._follows = None
             if near < min(NEAR_MARGIN - self.erle, -NEAR_FLOOR):
                 return "echo", None
+            # What the canceller left still follows the coach's sound at one delay: it
+            # is the coach's words, through a filter that no longer fits the room (the
+            # output jumped, and the Aligner has not yet measured it: the canceller's
+            # measure, on the windows without a voice, still says it works).
+            windows = list(self._ref_windows)[-len(parts) :]
+            if len(windows) == len(parts):
+                self._follows = self.aligner.correlate(x, np.concatenate(windows)[:keep])
+                if self._follows is not None and _follows_the_coach(self._follows):
+                    return "echo", None
         bare = t0 <= self._woke_until
         voiced = self._speech * WINDOW / MIC_RATE
         self.counts.decoded += 1
@@ -1022,10 +1074,8 @@ class Listener:
             return "rejected", None
         if phrase is None:
             return "rejected", None
-        if coach and decoded.fit is not None and decoded.fit < MIN_FIT:
-            # A bare command (`--listen=direct`) over the coach fits as a wake word's
-            # does: what the canceller leaves of the coach's words fit -12 as "faster".
-            self.last = replace(decoded, why="a poor fit over the coach")
+        if coach and (why := _weak_over_the_coach(decoded)):
+            self.last = replace(decoded, why=why)
             return "rejected", None
         if coach and self._reference is not None and self._says(phrase, start, x, bare):
             return "own_words", None

@@ -326,6 +326,49 @@ def test_without_the_canceller_it_is_dropped_unheard(recognizer, coach_speech):
     assert listener.counts.during_coach >= 1
 
 
+def jumped(signal: np.ndarray, at: float, ms: float) -> np.ndarray:
+    """`signal` (at SR) whose way jumps `ms` later (earlier if negative) at `at` s, as
+    after an underrun of a device or a sound server's loopback."""
+    k, j = round(abs(ms) / 1000 * SR), round(at * SR)
+    if ms > 0:
+        return np.concatenate([signal[:j], np.zeros(k), signal[j:]])[: len(signal)]
+    return np.concatenate([signal[:j], signal[j + k :], np.zeros(k)])
+
+
+@pytest.mark.parametrize("ms", [26.0, -40.0])
+def test_the_coachs_own_commands_after_a_jump_are_known_as_its_echo(coach_speech, ms, monkeypatch):
+    """Just after the output jumps, before the Aligner has measured it, the canceller's
+    filter no longer fits and the coach's words come through it, while its measure (on
+    the windows without a voice) still says it works. What is left still follows the
+    reference at one delay: such utterances are dropped as echo, before any decoding.
+    (The second check, that the coach's sound says the same command, is off here: through
+    a real room it may hear its reference otherwise.) Without the first, more are obeyed."""
+    monkeypatch.setattr(listen.Listener, "_says", lambda *args: False)
+    gap = np.zeros(int(0.9 * SR))
+    words = [espeak(w, "en-us", 165) for w in ["Next", "Pause", "Faster", "Slower", "Resume"]]
+    text = espeak(COACH_TEXT, "en-us", 165)
+    said = np.concatenate([text, *[p for w in words for p in (w, gap)]])
+    own = soxr.resample(said, SR, RATE)
+    own = (0.5 * own / np.abs(own).max()).astype(np.float32)
+    n = round(len(own) / RATE * SR) + SR
+    ref = soxr.resample(own.astype(np.float64), RATE, SR)
+    echo = np.convolve(np.pad(ref, (0, n - len(ref))), room())[:n]
+    mic = listen.to_pcm(jumped(echo, len(text) / SR - 0.3, ms), SR, seed=4)
+    recognizer = listen.Recognizer(None)
+
+    def obeyed() -> tuple[int, int]:
+        audible = Audible()
+        listener = listen.Listener(recognizer, gate=audible.during, reference=audible)
+        heard = stream(listener, mic, audible, own)
+        return len(heard), listener.counts.echo
+
+    heard, echoes = obeyed()
+    monkeypatch.setattr(listen, "ECHO_PEAK", np.inf)
+    heard_without, echoes_without = obeyed()
+    assert echoes >= echoes_without + 2, (echoes, echoes_without)
+    assert heard < heard_without and heard <= 2, (heard, heard_without)
+
+
 def test_no_barge_in_until_the_echos_delay_is_measured(recognizer, coach_speech, monkeypatch):
     """Before the Aligner has measured the echo, the reference is placed by timestamps
     that may be 100 ms out, and the canceller's measure can flatter it (through
@@ -342,32 +385,35 @@ def test_no_barge_in_until_the_echos_delay_is_measured(recognizer, coach_speech,
 
 
 class _Fits:
-    """A recognizer that finds `phrase` in any utterance at a fit of `fit`, and nothing in
-    the coach's own sound."""
+    """A recognizer that finds `phrase` in any utterance at a fit of `fit`, its words
+    covering `cover` of the voice, and nothing in the coach's own sound."""
 
-    def __init__(self, phrase: str, fit: float) -> None:
-        self.phrase, self.fit = phrase, fit
+    def __init__(self, phrase: str, fit: float, cover: float) -> None:
+        self.phrase, self.fit, self.cover = phrase, fit, cover
 
     def decode(self, pcm, *, bare=False, voiced=None) -> listen.Decoded:
-        return listen.Decoded(self.phrase, "", fit=self.fit)
+        return listen.Decoded(self.phrase, "", fit=self.fit, cover=self.cover)
 
     def recognize(self, pcm, *, bare=False, voiced=None):
         return None
 
 
-@pytest.mark.parametrize(("fit", "obeyed"), [(-12.0, False), (-5.0, True)])
+@pytest.mark.parametrize(
+    ("fit", "cover", "obeyed"), [(-12.0, 1.0, False), (-5.0, 0.3, False), (-5.0, 1.0, True)]
+)
 def test_a_bare_command_over_the_coach_must_fit_as_well_as_one_after_the_wake_word(
-    coach_speech, fit, obeyed
+    coach_speech, fit, cover, obeyed
 ):
-    """`--listen=direct` takes a bare command between cues at a fit of MIN_FIT_DIRECT;
-    over the coach, what the canceller leaves of its words fit -12 as "faster", so there
-    the fit must reach MIN_FIT."""
+    """`--listen=direct` takes a bare command between cues at a fit of MIN_FIT_DIRECT,
+    whatever else was said; over the coach, what the canceller leaves of its words fit
+    -12 as "faster", or was "faster" in 16% of a longer stretch, so there the fit must
+    reach MIN_FIT and the words cover MIN_COVER of the voice."""
     n = round(len(coach_speech) / RATE * SR) + SR
     people = said_at(n, (9.0, speak("faster", "en-us", 160)))
     coach = Audible()
-    listener = listen.Listener(_Fits("faster", fit), gate=coach.during, reference=coach)
+    listener = listen.Listener(_Fits("faster", fit, cover), gate=coach.during, reference=coach)
     heard = stream(listener, through_the_room(coach_speech, people), coach, coach_speech)
-    assert listen.MIN_FIT_DIRECT < -12.0 < listen.MIN_FIT < -5.0
+    assert listen.MIN_FIT_DIRECT < -12.0 < listen.MIN_FIT < -5.0 and listen.MIN_COVER > 0.3
     assert ("faster" in [h.phrase for h in heard]) is obeyed
 
 
