@@ -20,6 +20,7 @@ microphone) and its effect (in the speakers) are on one clock.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import pytest
 import soundfile as sf
 import soxr
 from audio_checks import heard
+from pulse import RecordingLost
 from speech_for_listen import CHATTER, ESPEAK_VOICES, SR, cough, laugh, piper_available, speak
 
 from coach.session import Options, prepare
@@ -244,10 +246,50 @@ def wait_sound(recorder, since: float, timeout: float = 8.0) -> None:
     raise AssertionError("the speakers stayed quiet")
 
 
+class RoomJumped(RecordingLost):
+    """The room's loopback jumped in mid-session: the test's instrument (a room is a
+    fixed path), not what it measures, so the test runs once more (tests/pulse.py)."""
+
+
+#: The listen log's moves of a session whose room never jumped: the Aligner's first
+#: measure, and one as the output ends.
+STEADY_MOVES = 2
+
+
+def room_may_jump(test):
+    """A failing test whose session's listen log shows the echo's way jumping in
+    mid-session (more than STEADY_MOVES moves of the reference) while the coach's own
+    output never stuttered raises RoomJumped instead: PulseAudio's loopback, under load,
+    re-buffers by 26-340 ms, and each jump costs barge-in some seconds while the
+    canceller learns the room again. With a stutter of the coach's, the failure stands.
+    Only for the tests of commands obeyed: that the coach never obeys its own voice or
+    chatter, jumps or not, has no such excuse."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        Coach.last = None
+        try:
+            return test(*args, **kwargs)
+        except AssertionError as e:
+            coach = Coach.last
+            if coach is None:
+                raise
+            moves = coach.heard_log.count("the reference moved")
+            stuttered = any("stuttered" in line for line in coach.lines)
+            if moves > STEADY_MOVES and not stuttered:
+                raise RoomJumped(f"the room jumped ({moves} moves of the echo): {e}") from e
+            raise
+
+    return run
+
+
 class Coach:
     """`coach run` in the background, its output lines gathered."""
 
+    last: Coach | None = None  # the one started last
+
     def __init__(self, *args: str, log: Path | None = None) -> None:
+        Coach.last = self
         env = dict(os.environ, PULSE_SOURCE=f"{MIC}.monitor")
         if log is not None:  # what the listener made of each utterance, for a failure
             env["COACH_LISTEN_LOG"] = str(log)
@@ -421,6 +463,7 @@ def run_commands(pulse, tmp_path, plan):
     return rec, coach.summary + "\n" + err + "\n" + coach.heard_log, effects
 
 
+@room_may_jump
 def test_commands_with_the_wake_word_between_cues(pulse, mic, room, tmp_path):
     plan = [
         ("more pressure", "piper", 1.0, 0),
@@ -451,6 +494,7 @@ def test_commands_with_the_wake_word_between_cues(pulse, mic, room, tmp_path):
     assert len(quiet) > RATE and np.abs(quiet).max() < QUIET
 
 
+@room_may_jump
 def test_commands_with_the_wake_word_over_the_coachs_speech(pulse, mic, room, tmp_path):
     """Barge-in, once the canceller has learnt the room from the first cues (it takes
     10-30 s of the coach's speech through this loopback)."""
@@ -483,7 +527,7 @@ def test_chatter_between_cues_and_the_coachs_own_wake_word_change_nothing(
         talk.insert(8 + 12 * i, path)
     played: list[float] = []
     with pulse.record(tmp_path / "out.wav") as out:
-        coach = Coach(str(routine), "--listen")
+        coach = Coach(str(routine), "--listen", log=tmp_path / "listen.log")
         coach.wait_for("voice commands: listening")
         wait_sound(out, time.monotonic(), timeout=20)
         for path in talk:
@@ -495,7 +539,11 @@ def test_chatter_between_cues_and_the_coachs_own_wake_word_change_nothing(
         err = coach.finish()
     # At least 30 distinct phrases, the laugh and the cough among them, between cues.
     assert len(played) >= 30, f"the session ended after {len(played)} of {len(talk)}"
-    assert coach.summary.startswith("voice commands heard: none ("), (coach.lines, err)
+    assert coach.summary.startswith("voice commands heard: none ("), (
+        coach.lines,
+        err,
+        coach.heard_log,
+    )
     # Nothing changed: the session played its whole timeline, at its own length.
     assert f"session finished at {clock(prepared.timeline.total)}" in "\n".join(coach.lines)
     assert len(out.samples) / RATE > prepared.timeline.total / RATE
