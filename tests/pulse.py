@@ -185,6 +185,11 @@ class RecordingLost(RuntimeError):
     not what it measures."""
 
 
+class RoomJumped(RecordingLost):
+    """The room's loopback jumped in mid-session: the test's instrument (a room is a
+    fixed path), not what it measures, so the test runs once more."""
+
+
 class Recorder:
     """Records the null sink's monitor with ``parecord`` into a WAV file.
 

@@ -33,7 +33,6 @@ import pytest
 import soundfile as sf
 import soxr
 from audio_checks import heard
-from pulse import RecordingLost
 from speech_for_listen import CHATTER, ESPEAK_VOICES, SR, cough, laugh, piper_available, speak
 
 from coach.session import Options, prepare
@@ -246,11 +245,6 @@ def wait_sound(recorder, since: float, timeout: float = 8.0) -> None:
     raise AssertionError("the speakers stayed quiet")
 
 
-class RoomJumped(RecordingLost):
-    """The room's loopback jumped in mid-session: the test's instrument (a room is a
-    fixed path), not what it measures, so the test runs once more (tests/pulse.py)."""
-
-
 #: The listen log's moves of a session whose room never jumped: the Aligner's first
 #: measure, and one as the output ends.
 STEADY_MOVES = 2
@@ -277,6 +271,8 @@ def room_may_jump(test):
             moves = coach.heard_log.count("the reference moved")
             stuttered = any("stuttered" in line for line in coach.lines)
             if moves > STEADY_MOVES and not stuttered:
+                from pulse import RoomJumped
+
                 raise RoomJumped(f"the room jumped ({moves} moves of the echo): {e}") from e
             raise
 
