@@ -117,12 +117,15 @@ MIN_ERLE = 10.0
 NEAR_MARGIN = 8.0
 NEAR_FLOOR = 6.0
 #: What the canceller left of an utterance over the coach is the coach's own words when
-#: the reference still explains it at one delay within the filter's reach either way (a
-#: jump of the output moves the echo before its reference as well as after): a whitened
+#: the reference still explains it at the delay the Aligner keeps the echo at
+#: (coach.echo.TARGET), within ECHO_REACH either way: the filter's estimate, subtracted
+#: there, no longer matches an echo whose way jumped. It must stand out: a whitened
 #: correlation peak ECHO_PEAK times over its median, and a plain correlation of
-#: ECHO_CORR. In bench_listen, no command said over the coach came near both (peaks up to
-#: 11, at random lags); the coach's own commands through a filter the output's jump had
-#: put 26-40 ms out, 8 of 11 did (peaks 17-65 at the echo's delay).
+#: ECHO_CORR. The coach's own commands through a filter an output's jump had put 26-40
+#: ms out did, 8 of 11 (peaks 17-65, 1-35 ms). Commands said over the coach in
+#: bench_listen peaked at random lags, up to 11 mostly; one, by the Piper voice the coach
+#: itself speaks with, at 18 and 145 ms (out of reach).
+ECHO_REACH = 0.06
 ECHO_PEAK = 15.0
 ECHO_CORR = 0.08
 #: The measure of the canceller's work: the median over the last ERLE_TIME seconds of
@@ -318,8 +321,11 @@ class Recognizer:
         if strict and cover < MIN_COVER:
             return Decoded(phrase, "part of longer talk", span=span, cover=cover)
         wake_end = segs[len(wake) - 1][1] if wake else None
-        if wake_end is not None and (wake_end - segs[0][0] + 1) / 100 < MIN_WAKE_TIME:
-            return Decoded(phrase, "too short for the wake word", span=span, cover=cover)
+        wake_time = (wake_end - segs[0][0] + 1) / 100 if wake_end is not None else None
+        if wake_time is not None and wake_time < MIN_WAKE_TIME:
+            return Decoded(
+                phrase, "too short for the wake word", span=span, cover=cover, wake_time=wake_time
+            )
         # The halves' fits are needed only if the whole fits; with a PhoneLoop beside us
         # they are decoded now, while it decodes the whole utterance's free loop.
         wake_fit_of = command_fit_of = None
@@ -332,7 +338,7 @@ class Recognizer:
         if free_score is None or frames <= 0:
             return Decoded(phrase, "no phones")
         fit = (score - free_score) / frames * 1e4
-        measures = {"fit": fit, "span": span, "cover": cover}
+        measures = {"fit": fit, "span": span, "cover": cover, "wake_time": wake_time}
         if fit < (MIN_FIT if strict else MIN_FIT_DIRECT):
             return Decoded(phrase, "a poor fit", **measures)
         wake_fit = command_fit = None
@@ -605,6 +611,7 @@ class Decoded:
     why: str
     fit: float | None = None
     wake_fit: float | None = None
+    wake_time: float | None = None
     command_fit: float | None = None
     span: float | None = None
     cover: float | None = None
@@ -627,9 +634,10 @@ def _weak_over_the_coach(d: Decoded) -> str:
 
 
 def _follows_the_coach(c: Correlation) -> bool:
-    from coach.echo import TAIL
+    from coach.echo import TARGET
 
-    return c.peak >= ECHO_PEAK and c.corr >= ECHO_CORR and abs(c.lag) <= TAIL * MIC_RATE
+    near = abs(c.lag - TARGET * MIC_RATE) <= ECHO_REACH * MIC_RATE
+    return near and c.peak >= ECHO_PEAK and c.corr >= ECHO_CORR
 
 
 def _zeros(n: int) -> np.ndarray:
