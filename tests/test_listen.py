@@ -251,12 +251,19 @@ def coach_speech() -> np.ndarray:
     return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
-def through_the_room(coach: np.ndarray, people: np.ndarray, gain: float = 0.7) -> bytes:
+def through_the_room(
+    coach: np.ndarray,
+    people: np.ndarray,
+    gain: float = 0.7,
+    jump: tuple[float, float] | None = None,
+) -> bytes:
     """What the microphone hears: the coach's sound after the room (80 ms, reflections),
-    and the people."""
+    and the people; with `jump` (at, ms), the sound's way jumps (see `jumped`)."""
     ref = soxr.resample(coach.astype(np.float64), RATE, SR)
     n = max(len(ref), len(people))
     echo = np.convolve(np.pad(ref, (0, n - len(ref))), room())[:n] * gain
+    if jump is not None:
+        echo = jumped(echo, *jump)
     return listen.to_pcm(echo + np.pad(people, (0, n - len(people))), SR, seed=4)
 
 
@@ -351,9 +358,7 @@ def test_the_coachs_own_commands_after_a_jump_are_known_as_its_echo(coach_speech
     own = soxr.resample(said, SR, RATE)
     own = (0.5 * own / np.abs(own).max()).astype(np.float32)
     n = round(len(own) / RATE * SR) + SR
-    ref = soxr.resample(own.astype(np.float64), RATE, SR)
-    echo = np.convolve(np.pad(ref, (0, n - len(ref))), room())[:n]
-    mic = listen.to_pcm(jumped(echo, len(text) / SR - 0.3, ms), SR, seed=4)
+    mic = through_the_room(own, np.zeros(n), gain=1.0, jump=(len(text) / SR - 0.3, ms))
     recognizer = listen.Recognizer(None)
 
     def obeyed() -> tuple[int, int]:
