@@ -443,7 +443,9 @@ def run_commands(pulse, tmp_path, plan):
         if over:
             text, lead = expected[command]
             sample, skip = phrase_template(spoken, text)
-            found, score = onset(rec, sample, begin, end + 2 * RATE)
+            # Its effect within 2 s of the command's end: the phrase itself sounds its
+            # skip and lead later still.
+            found, score = onset(rec, sample, begin, end + skip + lead + 2 * RATE)
             if score > 0.8:  # (a chime's tail or the rhythm may sound over it)
                 at = found - skip - lead
         else:
