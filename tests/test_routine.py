@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from coach import yamlfile
 from coach.errors import RoutineError
 from coach.routine import builtin_routines, load_routine
+
+REPO = Path(__file__).resolve().parent.parent
 
 GOOD = """\
 routine: 1
@@ -330,3 +335,44 @@ def test_the_built_in_routines_load_and_last_12_to_20_minutes():
         assert any(s.pressure.more for s in r.steps)
     assert any(s.rhythm for s in load_routine("upper-back-fist-rocking").steps)
     assert any(s.sides for s in load_routine("upper-back-basics").steps)
+
+
+def _pair_tree(node) -> object:
+    if isinstance(node, yaml.MappingNode):
+        value = [(_pair_tree(k), _pair_tree(v)) for k, v in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        value = [_pair_tree(v) for v in node.value]
+    else:
+        value = (node.style or "", node.value)
+    return (type(node).__name__, node.tag, node.start_mark.line, node.start_mark.column, value)
+
+
+def test_libyaml_reads_every_shipped_file_as_the_pure_python_composer_does():
+    # The fast path must change nothing a check or a message sees: tags, styles, marks.
+    files = [*REPO.glob("coach/routines/**/*.yaml"), *REPO.glob("voice_packs/*/*.yaml")]
+    assert len(files) >= 6
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        fast = yamlfile._compose(text)
+        slow = yaml.compose(text, Loader=yamlfile._StrictLoader)
+        assert _pair_tree(fast) == _pair_tree(slow), path
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: &x 1\nb: *x\n", "a: [" * 70 + "]" * 70 + "\n", "a: b: c\n", "a: 'unclosed\n"],
+    ids=["alias", "deep", "error", "unclosed"],
+)
+def test_what_libyaml_is_not_trusted_with_goes_through_the_strict_composer(text, monkeypatch):
+    calls = []
+    strict = yamlfile._StrictLoader
+
+    class Counting(strict):  # type: ignore[misc, valid-type]
+        def __init__(self, stream):
+            calls.append(1)
+            super().__init__(stream)
+
+    monkeypatch.setattr(yamlfile, "_StrictLoader", Counting)
+    with contextlib.suppress(yaml.YAMLError, RecursionError):  # its refusal, if any
+        yamlfile._compose(text)
+    assert calls
