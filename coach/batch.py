@@ -15,20 +15,21 @@ renders a long one alone.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import queue
 import signal
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coach.children import cores
 from coach.errors import CoachError, UsageError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from coach.render import RenderOptions
     from coach.routine import Routine
     from coach.session import Options, Prepared
@@ -129,9 +130,9 @@ def run(
     outcomes = [Outcome(job) for job in jobs]
     prepared: dict[int, Prepared] = {}
     done_work: dict[int, int] = {}
-    cores = workers or _cores()
-    pool_size = max(1, min(cores, len(jobs)))
-    options = replace(render_options, threads=max(1, cores // pool_size))
+    available = workers or cores()
+    pool_size = max(1, min(available, len(jobs)))
+    options = replace(render_options, threads=max(1, available // pool_size))
 
     def report() -> None:
         if progress is not None:
@@ -139,6 +140,10 @@ def run(
             failed = sum(1 for o in outcomes if o.error)
             total_work = sum(p.timeline.total for p in prepared.values()) or 1
             progress(Status(len(jobs), finished, failed, sum(done_work.values()) / total_work))
+
+    # Imported here: a single render (which plans a batch of one) does without them.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     ctx = multiprocessing.get_context("spawn")
     messages: Any = ctx.Queue()
@@ -195,12 +200,6 @@ def run(
                     os.kill(child.pid, signal.SIGTERM)  # type: ignore[arg-type]
             raise
     return outcomes
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 _messages: Any = None

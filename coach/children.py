@@ -13,6 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def cores() -> int:
+    """How many cores this process may run on (its affinity, where the system has one):
+    how many threads or processes share out parallel work."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def sigint_ignored() -> Iterator[None]:
     """Start a child with SIGINT ignored, so that a Ctrl-C while the worker is still

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from coach.children import cores
 from coach.controls import WAKE_WORD, WORDS, Command
 from coach.units import RATE
 
@@ -516,7 +517,7 @@ class RecognizerProcess:
         from coach.children import sigint_ignored
 
         if phones is None:
-            phones = (os.cpu_count() or 1) >= PHONE_LOOP_CORES
+            phones = cores() >= PHONE_LOOP_CORES
 
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coach.children import jobs, sigint_ignored
+from coach.children import cores, jobs, sigint_ignored
 from coach.errors import SpeechError
 from coach.speech import Deliver, SpeechSettings, Voice, import_post_processing, short
 
@@ -125,12 +125,6 @@ def read_wav(raw: Path, text: str) -> tuple[np.ndarray, int]:
     return x, rate
 
 
-def _cpu_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def worker_count(missing: int, fixed: int | None = None) -> int:
     """How many processes make this many missing clips (`fixed`: that many, at most)."""
     if missing <= 0:
@@ -138,7 +132,7 @@ def worker_count(missing: int, fixed: int | None = None) -> int:
     if fixed is not None:
         return min(fixed, missing)
     k = 1
-    while k < _cpu_count() and missing >= (k + 1) * k * _STARTUP_IN_CUES:
+    while k < cores() and missing >= (k + 1) * k * _STARTUP_IN_CUES:
         k += 1
     return k
 
