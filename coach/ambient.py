@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from coach.dsp import falling_cosine, raised_cosine, rising
 from coach.errors import InputError
-from coach.soundfiles import AUDIO_EXPECTED, open_sound, to_stereo
+from coach.soundfiles import AUDIO_EXPECTED, finite, open_sound, to_stereo
 from coach.units import RATE, Samples
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class AmbientTrack:
             data = self._file.read(frames, dtype="float32", always_2d=True)
         except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
             raise InputError(f"cannot read it as audio ({e})", file=str(self.path)) from e
-        return to_stereo(data)
+        return to_stereo(finite(data))
 
     def _read_exact(self, frames: int) -> np.ndarray:
         import numpy as np

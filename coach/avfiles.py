@@ -118,7 +118,7 @@ class AvEncoder:
             raise
         self._stream = stream
 
-    def piece(self) -> AvEncoder:
+    def piece(self, start: Samples) -> AvEncoder:
         return self
 
     def write(self, data: np.ndarray) -> None:

@@ -2,10 +2,11 @@
 
 Every encoder makes one or more *pieces*, each a stream of blocks shaped (frames,
 channels) — int16 when the encoder's ``pcm16`` is true, else float32 within [-1, 1] —
-with ``skip(frames)`` standing for that much digital silence. ``finish(pieces)`` ends
-the file; ``abort()`` gives up. An encoder whose ``grid`` is not None can encode pieces
-at the same time, each starting on that grid in a stretch of silence, and joins them
-(MP3); the others take one piece. Encoders also embed the tags and chapters they are
+with ``skip(frames)`` standing for that much digital silence; ``piece(start)`` is told
+where in the file its piece begins. ``finish(pieces)`` ends the file; ``abort()`` gives
+up. An encoder whose ``grid`` is not None can encode pieces at the same time, each
+starting on that grid in a stretch of silence: MP3 joins them, WAV writes each at its
+own place in the file; the others take one piece. Encoders also embed the tags and chapters they are
 given. A write error (a full disk, a file size limit) raises EncodeError with the
 operating system's own words. They know nothing of temporary names: coach.writer does.
 
@@ -22,6 +23,8 @@ soundfile is imported inside functions so that importing this module stays cheap
 
 from __future__ import annotations
 
+import functools
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,7 +72,7 @@ class Encoder(Protocol):
     pcm16: bool
     grid: Samples | None
 
-    def piece(self) -> Piece: ...
+    def piece(self, start: Samples) -> Piece: ...
 
     def finish(self, pieces: Sequence[Piece], lengths: Sequence[Samples]) -> None: ...
 
@@ -169,27 +172,27 @@ def check_quality(ext: str, quality: Quality) -> None:
 class WavEncoder:
     """16-bit PCM WAV, written directly: a header and the samples. Silence is skipped
     over rather than written, so the file system stores the long quiet stretches
-    between cues as holes (they read back as zeros) and writes a fraction of the bytes."""
+    between cues as holes (they read back as zeros) and writes a fraction of the bytes.
+    Every piece writes at its own place in the file (``pwrite``), so pieces are written
+    at the same time, on any sample (``grid`` 1)."""
 
     pcm16 = True
-    grid: Samples | None = None
+    grid: Samples | None = 1
 
     def __init__(self, path: Path, channels: int) -> None:
         self.channels = channels
-        self._frames = 0
-        self._hole = 0  # bytes of silence not yet skipped over
+        self.align = 2 * channels  # bytes a frame
         try:
             self._file = open(path, "r+b")  # noqa: SIM115 - closed in finish() or abort()
-            self._file.write(self._header(0))
         except OSError as e:
             raise EncodeError(e.strerror or str(e)) from e
+        self.fd = self._file.fileno()
 
-    def piece(self) -> WavEncoder:
-        return self
+    def piece(self, start: Samples) -> WavPiece:
+        return WavPiece(self, start)
 
     def _header(self, frames: int) -> bytes:
-        align = 2 * self.channels
-        data = frames * align
+        data = frames * self.align
         return struct.pack(
             "<4sI4s4sIHHIIHH4sI",
             b"RIFF",
@@ -200,42 +203,88 @@ class WavEncoder:
             1,  # PCM
             self.channels,
             RATE,
-            RATE * align,
-            align,
+            RATE * self.align,
+            self.align,
             16,
             b"data",
             data,
         )
 
-    def write(self, data: np.ndarray) -> None:
-        try:
-            if self._hole:
-                self._file.seek(self._hole, 1)
-                self._hole = 0
-            self._file.write(data.data.cast("B"))
-        except OSError as e:
-            raise EncodeError(e.strerror or str(e)) from e
-        self._frames += len(data)
-
-    def skip(self, frames: int) -> None:
-        self._hole += frames * 2 * self.channels
-        self._frames += frames
-
     def finish(self, pieces: Sequence[Piece], lengths: Sequence[Samples]) -> None:
-        if 44 + self._frames * 2 * self.channels >= 1 << 32:
+        frames = sum(lengths)
+        size = _WAV_HEADER + frames * self.align
+        if size >= 1 << 32:
             self.abort()
             raise EncodeError("longer than a WAV file can hold (4 GB); use .flac")
         try:
             with self._file:
-                if self._hole:
-                    self._file.truncate(self._file.tell() + self._hole)
-                self._file.seek(0)
-                self._file.write(self._header(self._frames))
+                os.ftruncate(self.fd, size)  # the silence at the end, as a hole too
+                _pwrite_all(self.fd, self._header(frames), 0)
         except OSError as e:
             raise EncodeError(e.strerror or str(e)) from e
 
     def abort(self) -> None:
         self._file.close()
+
+
+#: Bytes before a WAV file's samples.
+_WAV_HEADER = 44
+
+
+class WavPiece:
+    """The samples of a WAV file from frame `start` on, written where they belong."""
+
+    def __init__(self, wav: WavEncoder, start: Samples) -> None:
+        self.wav = wav
+        self.offset = _WAV_HEADER + start * wav.align
+        self._flushed = self.offset
+
+    def write(self, data: np.ndarray) -> None:
+        try:
+            _pwrite_all(self.wav.fd, data.data.cast("B"), self.offset)
+        except OSError as e:
+            raise EncodeError(e.strerror or str(e)) from e
+        self.offset += len(data) * self.wav.align
+        if self.offset - self._flushed >= _WRITEBACK:
+            _start_writeback(self.wav.fd, self._flushed, self.offset - self._flushed)
+            self._flushed = self.offset
+
+    def skip(self, frames: int) -> None:
+        self.offset += frames * self.wav.align
+
+
+#: Bytes a WAV piece writes before it has the kernel start writing them to the disk, so
+#: that the sync at commit waits for the last few only, not for the whole file.
+_WRITEBACK = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writing, do not wait
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Have the kernel start writing this range of the file to the disk, without waiting
+    (Linux's sync_file_range); nothing where there is no such call."""
+    call = _sync_file_range()
+    if call is not None:
+        call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure: commit's fsync tells
+
+
+@functools.cache
+def _sync_file_range() -> Any:
+    import ctypes
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return call
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of `data` at `offset` (a short write is continued, an error raised)."""
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 # -- libsndfile: FLAC and Ogg Vorbis ------------------------------------------------------
@@ -308,7 +357,7 @@ class SndfileEncoder:
             raise EncodeError(self._why(e)) from e
         self.channels = channels
 
-    def piece(self) -> SndfileEncoder:
+    def piece(self, start: Samples) -> SndfileEncoder:
         return self
 
     def write(self, data: np.ndarray) -> None:

@@ -74,15 +74,24 @@ class SoundBank:
 
     def speech(self, text: str) -> np.ndarray:
         """A spoken text's mono samples."""
-        clip = self._speech.get(text)
+        clip = self._recall(text)
         if clip is None:
             clip = self.clips.load(text)
-            self._speech[text] = clip
-            if len(self._speech) > _KEEP_CLIPS:
-                self._speech.popitem(last=False)
-        else:
+            self._keep(text, clip)
+        return clip
+
+    def _recall(self, text: str) -> np.ndarray | None:
+        """A clip kept in memory, or None."""
+        clip = self._speech.get(text)
+        if clip is not None:
             self._speech.move_to_end(text)
         return clip
+
+    def _keep(self, text: str, clip: np.ndarray) -> None:
+        self._speech[text] = clip
+        self._speech.move_to_end(text)
+        if len(self._speech) > _KEEP_CLIPS:
+            self._speech.popitem(last=False)
 
     def chime(self, name: str) -> np.ndarray:
         """A chime's mono samples: the voice pack's own file, or one of the project's.
@@ -258,8 +267,14 @@ class Mixer:
                     target = under
                 else:
                     target = out
-                for c, g in enumerate(self.bank.gains(e)):
-                    target[a - p : b - p, c] += x * np.float32(g)
+                gains = self.bank.gains(e)
+                if len(set(gains)) == 1:  # centred (speech): scaled once for every channel
+                    y = x * np.float32(gains[0])
+                    for c in range(len(gains)):
+                        target[a - p : b - p, c] += y
+                else:
+                    for c, g in enumerate(gains):
+                        target[a - p : b - p, c] += x * np.float32(g)
             if e.end > q:
                 still.append(e)
         self._active = still

@@ -372,7 +372,7 @@ class Mp3Encoder:
         self.settings = settings_for(quality)
         self.grid: Samples | None = self.settings.grid
 
-    def piece(self) -> Mp3Piece:
+    def piece(self, start: Samples) -> Mp3Piece:
         return Mp3Piece(self.settings, self.channels)
 
     def finish(self, pieces: Sequence[Piece], lengths: Sequence[Samples]) -> None:

@@ -28,12 +28,13 @@ from coach import __version__, temporary
 from coach.ambient import AmbientTrack
 from coach.captions import captions, webvtt
 from coach.chapters import Chapter, chapter_support, step_chapters
+from coach.children import cores
 from coach.encoders import Metadata, Quality
 from coach.errors import CoachError, UsageError
 from coach.mixer import Mixer, SoundBank, session_gain
 from coach.session import Prepared, pace_label
 from coach.tags import Tags
-from coach.timeline import Event, Timeline
+from coach.timeline import SPEECH, Event, Timeline
 from coach.units import RATE, Samples, to_samples
 from coach.writer import TAGGED, AudioWriter, check_output
 
@@ -201,7 +202,7 @@ def _write_span(
     """Mix [start, end) of the session into the writer: in pieces on several threads
     when its encoder joins them, else block after block."""
     tl = prepared.timeline
-    threads = options.threads or _cores()
+    threads = options.threads or cores()
     cuts = [start]
     if writer.grid is not None and threads > 1 and options.ambient is None:
         cuts = quiet_cuts(tl, threads, writer.grid, start, end)
@@ -209,7 +210,7 @@ def _write_span(
         bounds = [*cuts, end]
         sources = [_blocks(tl, bank, a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
         report = None if progress is None else (lambda done: progress(start + done, tl.total))
-        writer.write_pieces(sources, report)
+        writer.write_pieces(sources, [cut - start for cut in cuts], report)
         return
     ambient = None
     if options.ambient is not None:
@@ -236,15 +237,27 @@ def _mixed(mixer: Mixer, end: Samples) -> Iterator[np.ndarray | int]:
 
 class SharedBank(SoundBank):
     """A sound bank the threads that mix pieces at once share: one copy of each clip in
-    memory (a bank each would hold its own), its cache behind a lock."""
+    memory (a bank each would hold its own), its cache behind a lock. A clip is loaded
+    outside the lock, so the other threads mix on meanwhile."""
 
     def __init__(self, prepared: Prepared) -> None:
         super().__init__(prepared.clips(), channels=2, volume=prepared.pack.volume)
         self._lock = threading.Lock()
 
     def samples(self, event: Event) -> np.ndarray:
+        if event.kind == SPEECH:
+            return self.speech(event.text)
         with self._lock:
             return super().samples(event)
+
+    def speech(self, text: str) -> np.ndarray:
+        with self._lock:
+            clip = self._recall(text)
+        if clip is None:
+            clip = self.clips.load(text)
+            with self._lock:
+                self._keep(text, clip)
+        return clip
 
 
 def _blocks(
@@ -252,12 +265,6 @@ def _blocks(
 ) -> Iterator[np.ndarray | int]:
     """The mix of [start, end), a block at a time, from a mixer of its own (`_mixed`)."""
     return _mixed(Mixer(tl, bank, start=start), end)
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def quiet_cuts(

@@ -77,12 +77,21 @@ def read_sound(path: Path) -> np.ndarray:
 
     probe_sound(path)
     with open_sound(path) as f:
-        data = f.read(dtype="float32", always_2d=True)
+        data = finite(f.read(dtype="float32", always_2d=True))
         rate = f.samplerate
     mono = data.mean(axis=1, dtype=np.float32)
     if rate != RATE:
         mono = soxr.resample(mono, rate, RATE, quality="HQ").astype(np.float32)
     return mono
+
+
+def finite(data: np.ndarray) -> np.ndarray:
+    """Float samples read from a file, with any NaN made silence and any infinity full
+    scale, in place: a float WAV may hold them, and every later step (levelling, the
+    mix, the writer) takes finite samples."""
+    import numpy as np
+
+    return np.nan_to_num(data, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
 
 
 def to_stereo(data: np.ndarray) -> np.ndarray:

@@ -176,7 +176,7 @@ class AudioWriter:
         if self._drainer is None:
             if self._pieces:
                 raise RuntimeError("AudioWriter.write after write_pieces")
-            self._pieces.append(self._encoder.piece())
+            self._pieces.append(self._encoder.piece(0))
             self._lengths.append(0)
             self._drainer = threading.Thread(target=self._drain, name="coach-writer", daemon=True)
             self._drainer.start()
@@ -190,22 +190,27 @@ class AudioWriter:
     def write_pieces(
         self,
         sources: Sequence[Iterable[np.ndarray | int]],
+        starts: Sequence[Samples],
         progress: Callable[[Samples], None] | None = None,
     ) -> None:
         """Encode several streams at once, one thread each: piece i is what `sources[i]`
-        yields (blocks, or numbers of frames of digital silence, as `write` takes them),
-        and they follow each other in the file. All but the first must start on
-        ``grid`` in digital silence (the caller knows where that is). `progress` is told,
-        from this thread, the frames done in all. Ctrl-C stops every thread."""
+        yields (blocks, or numbers of frames of digital silence, as `write` takes them)
+        and starts `starts[i]` frames into the file, where piece i - 1 ends. All but the
+        first must start on ``grid`` in digital silence (the caller knows where that
+        is). `progress` is told, from this thread, the frames done in all. Ctrl-C stops
+        every thread."""
         if self._encoder is None:
             raise RuntimeError("AudioWriter.write_pieces after commit or abort")
         if self._pieces:
             raise RuntimeError("AudioWriter.write_pieces after writing")
         if len(sources) > 1 and self.grid is None:
             raise ValueError(f"{self.ext} files are written in one piece")
+        if len(starts) != len(sources) or (starts and starts[0] != 0):
+            raise ValueError(f"pieces start at {list(starts)}: one start each, the first 0")
         if len(sources) > 1:
             _share_malloc_arenas()
-        self._pieces = [self._encoder.piece() for _ in sources]
+        encoder = self._encoder
+        self._pieces = [encoder.piece(start) for start in starts]
         self._lengths = [0] * len(sources)
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -244,6 +249,10 @@ class AudioWriter:
                 t.join()
             raise
         self.frames_written = sum(self._lengths)
+        if not errors:
+            ends = [*starts[1:], self.frames_written]
+            if [a + n for a, n in zip(starts, self._lengths, strict=True)] != ends:
+                raise ValueError(f"pieces of {self._lengths} frames do not start at {starts}")
         if errors:
             error = errors[0]
             if isinstance(error, EncodeError):
@@ -260,7 +269,7 @@ class AudioWriter:
         try:
             encoder, self._encoder = self._encoder, None
             if not self._pieces:
-                self._pieces, self._lengths = [encoder.piece()], [0]
+                self._pieces, self._lengths = [encoder.piece(0)], [0]
             try:
                 encoder.finish(self._pieces, self._lengths)
             except EncodeError as e:
@@ -303,17 +312,14 @@ class AudioWriter:
         return data
 
     def _prepare(self, block: np.ndarray | int) -> np.ndarray | int:
-        """A block as the encoder takes it, or its length when it is digital silence."""
+        """A block as the encoder takes it, or its length when it is digital silence.
+        Its samples are finite (the mixer's are; an ambient track's are made so where
+        it is read)."""
         import numpy as np
 
         if isinstance(block, int):
             return block
         data = self._checked(block)
-        if not data.any():
-            # Most of a session is silence between cues: nothing to scale or quantize.
-            return len(data)
-        if not np.isfinite(data.sum()):
-            data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=-1.0)
         if self._pcm16:
             # Quantize to the nearest step (k/32768 is what any reader gives back for k).
             # Scaling by gain * 32768 at once is exact: the power of two commutes with
@@ -321,7 +327,12 @@ class AudioWriter:
             scaled = np.multiply(data, self._scale, dtype=np.float32)
             np.rint(scaled, out=scaled)
             np.clip(scaled, -32768, 32767, out=scaled)
-            return scaled.astype(np.int16)
+            pcm = scaled.astype(np.int16)
+            # Silence within a cue's block (a clip's own quiet end) is written as such.
+            return pcm if pcm.any() else len(pcm)
+        if not data.any():
+            # Most of a session is silence between cues: nothing to scale or encode.
+            return len(data)
         if self._gain != 1:
             data = np.multiply(data, self._gain, dtype=np.float32)
         return np.ascontiguousarray(np.clip(data, -1.0, 1.0))

@@ -30,6 +30,7 @@ from coach.captions import MAX_LINE, MAX_LINES, captions, clean, webvtt
 from coach.chapters import Chapter, chapter_support, read_chapters
 from coach.encoders import Metadata
 from coach.errors import CoachError, InputError, UsageError
+from coach.soundfiles import read_sound
 from coach.tags import Tags
 from coach.timeline import Event
 from coach.units import RATE
@@ -230,7 +231,7 @@ def test_mp3_pieces_encoded_at_once_and_silences_skipped_join_without_a_gap_or_a
     path = tmp_path / "pieces.mp3"
     with AudioWriter(path) as out:
         assert out.grid == grid
-        out.write_pieces([in_blocks(x[a:b]) for a, b in itertools.pairwise(cuts)])
+        out.write_pieces([in_blocks(x[a:b]) for a, b in itertools.pairwise(cuts)], cuts[:-1])
         out.commit()
     # The long silences were not encoded: they are copies of one silent frame.
     assert mp3.silent_frame(mp3.QUALITIES["normal"], 2) * 20 in path.read_bytes()
@@ -250,7 +251,7 @@ def test_formats_that_do_not_join_pieces_take_one_stream(tmp_path):
     with AudioWriter(tmp_path / "x.flac") as out:
         assert out.grid is None
         with pytest.raises(ValueError, match="one piece"):
-            out.write_pieces([iter(()), iter(())])
+            out.write_pieces([iter(()), iter(())], [0, 0])
     assert os.listdir(tmp_path) == []
 
 
@@ -301,6 +302,34 @@ def test_a_wav_stores_its_silence_as_holes(tmp_path):
     assert path.stat().st_size == 44 + len(x) * 4
     if hasattr(os.stat_result, "st_blocks"):  # the file system may not do holes: say so
         assert path.stat().st_blocks * 512 < path.stat().st_size / 4
+
+
+def test_a_wav_written_in_pieces_at_once_is_the_wav_written_in_one_stream(tmp_path):
+    # Pieces cut anywhere (in sound too: a WAV has no frames), silence at either end of
+    # one, silence at the file's end: each lands where it belongs, nothing between.
+    x = stereo_signal(4.0)
+    x[: RATE // 2] = 0
+    x[-RATE:] = 0
+    cuts = [0, 997, RATE, round(2.3 * RATE), len(x) - RATE // 2, len(x)]
+    whole, pieces = tmp_path / "whole.wav", tmp_path / "pieces.wav"
+    write_in_blocks(whole, x)
+    with AudioWriter(pieces) as out:
+        assert out.grid == 1
+        out.write_pieces([in_blocks(x[a:b]) for a, b in itertools.pairwise(cuts)], cuts[:-1])
+        assert out.frames_written == len(x)
+        out.commit()
+    assert pieces.read_bytes() == whole.read_bytes()
+    stored, _ = sf.read(pieces, dtype="int16")
+    assert np.array_equal(stored, pcm16(x))
+
+
+def test_pieces_must_start_where_the_one_before_ends(tmp_path):
+    x = stereo_signal(1.0)
+    with AudioWriter(tmp_path / "x.wav") as out, pytest.raises(ValueError, match="start at"):
+        out.write_pieces([in_blocks(x[:1000]), in_blocks(x[1000:])], [0, 999])
+    assert os.listdir(tmp_path) == []
+    with AudioWriter(tmp_path / "x.wav") as out, pytest.raises(ValueError, match="the first 0"):
+        out.write_pieces([in_blocks(x)], [5])
 
 
 def test_the_temporary_file_is_hidden_next_to_the_target(tmp_path):
@@ -714,3 +743,16 @@ def test_captions_stay_valid_webvtt_whatever_the_text(tmp_path):
     assert len(blocks) == len(made)  # no cue was cut short or swallowed
     for block, c in zip(blocks, made, strict=True):
         assert block[2:] == list(c.lines)  # ffmpeg unescapes &amp; &lt; &gt;
+
+
+def test_a_float_file_with_nan_or_infinity_reads_as_finite_samples(tmp_path):
+    x = np.full((2 * RATE, 1), 0.25, np.float32)
+    x[10], x[20], x[30] = np.nan, np.inf, -np.inf
+    path = tmp_path / "odd.wav"
+    sf.write(path, x, RATE, subtype="FLOAT")
+    mono = read_sound(path)
+    assert np.isfinite(mono).all()
+    assert (mono[10], mono[20], mono[30], mono[40]) == (0.0, 1.0, -1.0, 0.25)
+    track = AmbientTrack(path, total=RATE, fade_in=0, fade_out=0)
+    assert np.isfinite(track.read(RATE)).all()
+    track.close()
