@@ -572,3 +572,16 @@ def test_a_clips_loudness_summary_is_kept_beside_it_and_remade_when_stale(
         0,
         made.length,
     )
+
+
+def test_lengths_checks_many_entries_at_once_as_length_does_one(cache: SpeechCache) -> None:
+    texts = [f"Cue {i}." for i in range(12)]
+    for i, text in enumerate(texts):
+        cache._store(text, EN, np.full(1000 + i, i, dtype=np.int16))
+    _damage(cache.path(texts[3], EN), "garbled")
+    _damage(cache.path(texts[7], EN), "truncated")
+    fresh = SpeechCache(cache.directory)
+    want = [None if i in (3, 7) else 1000 + i for i in range(12)]
+    assert fresh.lengths([*texts, "Not stored."], EN) == [*want, None]
+    assert [SpeechCache(cache.directory).length(t, EN) for t in texts] == want
+    assert np.array_equal(fresh.load(texts[5], EN), np.full(1005, 5 / 32768, np.float32))
