@@ -690,24 +690,47 @@ class Synthesizer:
         lengths: dict[str, Samples] = {}
         total = len(spoken)
 
-        def deliver(text: str, samples: np.ndarray, rate: int) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        lock = threading.Lock()
+        pending: list[Future[None]] = []
+
+        def finish(text: str, samples: np.ndarray, rate: int) -> None:
             pcm = finish_clip(samples, rate, text)
-            lengths[text] = self.cache._store(text, plain, pcm)
+            n = self.cache._store(text, plain, pcm)
             # Its loudness summary now, while the engine makes the next clip, rather than
             # when the session's level is reckoned (SpeechCache.summary keeps it).
             self.cache.summary(text, plain)
-            self.synthesized += 1
-            if progress is not None:
-                progress(len(lengths), total)
+            with lock:
+                lengths[text] = n
+                self.synthesized += 1
+                if progress is not None:
+                    progress(len(lengths), total)
+
+        def deliver(text: str, samples: np.ndarray, rate: int) -> None:
+            # Finished on every core (numpy, soxr and the file system mostly run outside
+            # the interpreter's lock) while the engine speaks on: measured, the one thread
+            # that finished every clip kept the engine's workers waiting. A clip that
+            # could not be finished stops the engine, at its next clip.
+            for done in [f for f in pending if f.done()]:
+                pending.remove(done)
+                done.result()
+            pending.append(pool.submit(finish, text, samples, rate))
 
         if progress is not None:
             progress(0, total)
-        engine(settings).synthesize(
-            spoken,
-            plain,
-            deliver,
-            scratch=self.cache.directory,
-            workers=self.workers,
-            timeout=self.timeout,
-        )
+        pool = ThreadPoolExecutor(max_workers=cores(), thread_name_prefix="coach-finish")
+        try:
+            engine(settings).synthesize(
+                spoken,
+                plain,
+                deliver,
+                scratch=self.cache.directory,
+                workers=self.workers,
+                timeout=self.timeout,
+            )
+            for f in pending:
+                f.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return lengths

@@ -82,10 +82,13 @@ def test_piper_speaks_a_built_in_routine_and_cue_lengths_are_the_clips(basics):
     for e in spoken:
         clip = cache.load(e.text, basics.settings)
         assert e.end - e.start == len(clip), e.text
-        # Sound within 50 and 100 ms of the ends (-50 dBFS: the voice's soft fricatives and
-        # decays sit well under espeak-ng's -40).
+        # Sound within 50 ms of the start and 200 ms of the end (-50 dBFS: the voice's soft
+        # fricatives and decays sit well under espeak-ng's -40). The end's margin is the
+        # trim's 0.1 s and room for a breath: Piper's voice is random, and about one take
+        # in 40 ends in one, above the trim's threshold but, levelled, under -50 dBFS
+        # (measured: 0.18 s of it in 1 of 40 takes of one cue).
         loud = np.flatnonzero(np.abs(clip) > 0.003)
-        assert loud[0] < 0.05 * RATE and len(clip) - loud[-1] < 0.1 * RATE, e.text
+        assert loud[0] < 0.05 * RATE and len(clip) - loud[-1] < 0.2 * RATE, e.text
     # Slow and warm: the measured rate is at most about 150 words a minute.
     assert 110 <= basics.measured_rate <= 160, basics.measured_rate
     assert basics.rate == basics.measured_rate

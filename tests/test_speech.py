@@ -585,3 +585,45 @@ def test_lengths_checks_many_entries_at_once_as_length_does_one(cache: SpeechCac
     assert fresh.lengths([*texts, "Not stored."], EN) == [*want, None]
     assert [SpeechCache(cache.directory).length(t, EN) for t in texts] == want
     assert np.array_equal(fresh.load(texts[5], EN), np.full(1005, 5 / 32768, np.float32))
+
+
+class _Scripted:
+    """An engine for the Synthesizer's own logic: a tone for each text, silence for the
+    texts in `silent` (the engine works; what it made is not speech)."""
+
+    def __init__(self, silent: tuple[str, ...] = ()) -> None:
+        self.silent = set(silent)
+        self.spoken: list[str] = []
+
+    def identity(self, settings: SpeechSettings) -> tuple[str, ...]:
+        return ("scripted",)
+
+    def synthesize(self, texts, settings, deliver, *, scratch, workers=None, timeout=30.0):
+        for i, text in enumerate(texts):
+            self.spoken.append(text)
+            n = 11_025 + 500 * i
+            tone = (0.3 * np.sin(np.arange(n) * 0.2)).astype(np.float32)
+            deliver(text, np.zeros(n, np.float32) if text in self.silent else tone, 22_050)
+
+
+def test_clips_finished_beside_the_engine_are_all_stored_and_counted(cache, monkeypatch):
+    fake = _Scripted()
+    monkeypatch.setattr(speech, "engine", lambda settings: fake)
+    texts = [f"Cue number {i}." for i in range(12)]
+    seen: list[tuple[int, int]] = []
+    synth = Synthesizer(cache)
+    lengths = synth.ensure(texts, EN, progress=lambda done, total: seen.append((done, total)))
+    assert list(lengths) == texts and synth.synthesized == 12
+    assert [SpeechCache(cache.directory).length(t, EN) for t in texts] == list(lengths.values())
+    assert seen[0] == (0, 12) and seen[-1] == (12, 12)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) == 13
+
+
+def test_a_clip_that_cannot_be_finished_fails_the_synthesis_and_is_not_stored(cache, monkeypatch):
+    fake = _Scripted(silent=("Cue number 1.",))
+    monkeypatch.setattr(speech, "engine", lambda settings: fake)
+    texts = [f"Cue number {i}." for i in range(12)]
+    with pytest.raises(SpeechError, match=r"no sound for 'Cue number 1\.'"):
+        Synthesizer(cache).ensure(texts, EN)
+    assert cache.length("Cue number 1.", EN) is None
+    assert cache.length("Cue number 0.", EN) is not None
