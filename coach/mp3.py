@@ -113,6 +113,7 @@ class Mp3Piece:
         self.channels = channels
         self.frames_in: Samples = 0
         self._data = bytearray()  # finished frames
+        self.sizes: array[int] = array("I")  # their byte lengths, for the join
         self._start: Samples = 0  # where the encoder under way started
         self._silent_from: Samples | None = None  # where the silence not yet fed began
         self._open()
@@ -160,7 +161,9 @@ class Mp3Piece:
         if self._silent_from is not None:
             self._zeros(self.frames_in - self._silent_from)
             self._silent_from = None
-        self._data += self._close()
+        tail = self._close()
+        self.sizes.extend(frame_sizes(tail))
+        self._data += tail
         return self._data
 
     def _settle(self) -> None:
@@ -182,7 +185,10 @@ class Mp3Piece:
         if len(sizes) < keep:
             raise ValueError(f"LAME made {len(sizes)} frames, fewer than {keep}")
         self._data += memoryview(frames)[: sum(sizes)]
-        self._data += silent_frame(self.settings, self.channels) * ((reopen - close) // grid)
+        self.sizes.extend(sizes)
+        silent = silent_frame(self.settings, self.channels)
+        self._data += silent * ((reopen - close) // grid)
+        self.sizes.extend(array("I", [len(silent)]) * ((reopen - close) // grid))
         self._start = reopen
         self._open()
         self._zeros(end - reopen)
@@ -257,9 +263,13 @@ def frame_sizes(data: bytes | bytearray, limit: int | None = None) -> array[int]
     """The byte length of each frame of an MP3 stream (frames only, no tags), of its
     first `limit` frames if given."""
     sizes = array("I")
-    pos, view = 0, memoryview(data)
-    while pos < len(data) and (limit is None or len(sizes) < limit):
-        size = _frame_size(view[pos : pos + 4].tobytes())
+    known: dict[bytes, int] = {}  # a frame's size by its header's first three bytes
+    pos, end = 0, len(data)
+    while pos < end and (limit is None or len(sizes) < limit):
+        key = bytes(data[pos : pos + 3])
+        size = known.get(key)
+        if size is None:
+            size = known[key] = _frame_size(bytes(data[pos : pos + 4]))
         if size == 0:
             raise ValueError(f"not an MP3 frame at byte {pos}")
         sizes.append(size)
@@ -273,10 +283,15 @@ def frame_offsets(data: bytes | bytearray) -> list[int]:
 
 
 def join(
-    pieces: Sequence[tuple[bytes | bytearray, Samples]], settings: Mp3Settings, out: IO[bytes]
+    pieces: Sequence[tuple[bytes | bytearray, Samples]],
+    settings: Mp3Settings,
+    out: IO[bytes],
+    sizes_of: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Write the pieces (each with its length in samples at RATE; all but the last a
-    multiple of ``settings.grid``) as one stream to `out`, after an Info frame."""
+    multiple of ``settings.grid``) as one stream to `out`, after an Info frame.
+    `sizes_of`: each piece's frame sizes, where the encoder kept them (else they are
+    read from the frames)."""
     sizes: array[int] = array("I")
     kept: list[memoryview] = []
     total = 0
@@ -286,7 +301,12 @@ def join(
             if frames % settings.grid:
                 raise ValueError(f"piece {i} of {frames} samples is not on the frame grid")
             keep = frames // settings.grid
-        own = frame_sizes(data, keep)
+        if sizes_of is None:
+            own = frame_sizes(data, keep)
+        elif sum(sizes_of[i]) != len(data):
+            raise ValueError(f"piece {i}: its frame sizes do not add up to its bytes")
+        else:
+            own = array("I", sizes_of[i][:keep])
         if keep is not None and len(own) < keep:
             raise ValueError(f"piece {i} has {len(own)} frames, fewer than {keep}")
         kept.append(memoryview(data)[: sum(own)])
@@ -379,12 +399,14 @@ class Mp3Encoder:
         from coach.encoders import EncodeError, embed
 
         encoded = []
+        sizes = []
         for piece, length in zip(pieces, lengths, strict=True):
             assert isinstance(piece, Mp3Piece)
             encoded.append((piece.finish(), length))
+            sizes.append(piece.sizes)
         try:
             with open(self.path, "wb") as out:
-                join(encoded, self.settings, out)
+                join(encoded, self.settings, out, sizes)
         except OSError as e:
             raise EncodeError(e.strerror or str(e)) from e
         embed(self.path, ".mp3", self.meta)
