@@ -132,7 +132,9 @@ def run(
     done_work: dict[int, int] = {}
     available = workers or cores()
     pool_size = max(1, min(available, len(jobs)))
-    options = replace(render_options, threads=max(1, available // pool_size))
+    # Every render may use every core: while all workers render, the threads share the
+    # cores; when the last job is left alone, it does not leave the other cores idle.
+    options = replace(render_options, threads=available)
 
     def report() -> None:
         if progress is not None:
