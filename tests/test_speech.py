@@ -564,14 +564,39 @@ def test_a_clips_loudness_summary_is_kept_beside_it_and_remade_when_stale(
     clip = cache.path(text, EN)
     os.utime(clip, ns=(0, 0))
     assert np.array_equal(cache.summary(text, EN).curve, made.curve)
-    _, version, size, mtime_ns, frames, _, _ = speech._SUMMARY.unpack_from(side.read_bytes())
+    _, version, size, mtime_ns, ctime_ns, ino, frames, _, _ = speech._SUMMARY.unpack_from(
+        side.read_bytes()
+    )
     # Remade for the clip as it is now.
-    assert (version, size, mtime_ns, frames) == (
+    st = clip.stat()
+    assert (version, size, mtime_ns, ctime_ns, ino, frames) == (
         speech.SUMMARY_VERSION,
-        clip.stat().st_size,
+        st.st_size,
         0,
+        st.st_ctime_ns,
+        st.st_ino,
         made.length,
     )
+
+
+def test_a_later_run_trusts_a_clip_its_summary_saw_checked_and_checks_a_changed_one(
+    cache: SpeechCache, monkeypatch
+) -> None:
+    good = (np.arange(3000) % 200 - 100).astype(np.int16)
+    cache._store("Hi.", EN, good)
+    cache.summary("Hi.", EN)
+    path = cache.path("Hi.", EN)
+    # Unchanged since it was checked: its length from the summary, the clip not read.
+    real = speech._read_reused
+    monkeypatch.setattr(speech, "_read_reused", lambda p: pytest.fail(f"read {p}"))
+    assert SpeechCache(cache.directory).length("Hi.", EN) == 3000
+    monkeypatch.setattr(speech, "_read_reused", real)
+    # Garbled in place with its modification time put back: its change time tells.
+    st = path.stat()
+    _damage(path, "garbled")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+    assert SpeechCache(cache.directory).length("Hi.", EN) is None
 
 
 def test_lengths_checks_many_entries_at_once_as_length_does_one(cache: SpeechCache) -> None:
