@@ -441,6 +441,9 @@ class SpeechCache:
                 # clips (docs/speech-engines.md), and a timeline may already hold the first
                 # one's length. link() refuses to replace an existing file, atomically.
                 os.link(tmp, path)
+                # Ours, then: the bytes just written and synced, not read back to check.
+                st = path.stat()
+                self._verified[path] = (st.st_size, st.st_mtime_ns, len(pcm))
             except FileExistsError:
                 if self._check(path) is None:
                     os.replace(tmp, path)  # a damaged entry: ours takes its place
