@@ -5,9 +5,10 @@ Prints, in one run, each figure next to its reference measured in the same run:
 - warm MP3 (`coach render ... -o x.mp3`, the whole command) and its size, against
   `ffmpeg -i x.wav -c:a libmp3lame -q:a 4` encoding the same session already mixed
   (goal: at most 0.6x ffmpeg's encode alone; at most 20 MB);
-- warm WAV as a multiple of real time (goal: at least 3000x), M4B and Opus times;
+- warm WAV as a multiple of real time (goal: at least 3000x; the median of 3 runs),
+  M4B and Opus times;
 - cold WAV (empty speech cache) against the espeak-ng command line speaking the same
-  cues one by one (goal: at most 1.5x);
+  cues one by one (goal: at most 1.5x; the medians of 3 runs each, taken in turn);
 - the peak memory of a 2-hour session to WAV and to MP3 (goal: under 200 MB);
 - a batch of 6 renders in one command against the same 6 one after another
   (goal: at most 0.65x).
@@ -28,6 +29,7 @@ import argparse
 import compileall
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RATE = 48_000
+#: Runs of the cold render, of its reference and of the warm WAV, whose medians are shown.
+ROUNDS = 3
 COACH = [sys.executable, "-m", "coach", "render"]
+
+
+def spread(seconds: list[float]) -> str:
+    return " ".join(f"{s:.2f}" for s in seconds) + " s"
 
 
 def run(args: list[str], env: dict[str, str] | None = None) -> float:
@@ -92,18 +100,25 @@ def main() -> None:
     session.write_text(espeak_routine(steps_for(args.minutes)))
 
     # Cold: an empty cache, the whole command, against espeak-ng speaking the same cues.
-    cold = run([*COACH, str(session), "-o", str(out / "cold.wav")], env)
+    # Each side ROUNDS times, taken in turn, and the medians compared: one run of either
+    # moved by a fifth from one minute to the next on these machines.
     from coach.session import prepare
 
     prepared = prepare(str(session))
     minutes = prepared.timeline.total / RATE / 60
     texts = sorted(prepared.script.texts())
     (work / "cli").mkdir()
-    floor = espeak_floor(texts, prepared.voice_id, prepared.rate, work / "cli")
+    colds, floors = [], []
+    for _ in range(ROUNDS):
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        colds.append(run([*COACH, str(session), "-o", str(out / "cold.wav")], env))
+        floors.append(espeak_floor(texts, prepared.voice_id, prepared.rate, work / "cli"))
+    cold, floor = statistics.median(colds), statistics.median(floors)
     print(f"session: {minutes:.1f} min, {len(texts)} distinct cues ({session.name})")
     print(
         f"cold WAV render: {cold:.2f} s; espeak-ng command line once per cue: {floor:.2f} s; "
-        f"cold / command line: {cold / floor:.2f}x (goal: at most 1.5x)"
+        f"cold / command line: {cold / floor:.2f}x (goal: at most 1.5x; medians of "
+        f"{ROUNDS} in turn: cold {spread(colds)}, command line {spread(floors)})"
     )
 
     # Warm: the whole command, so start-up and preparing count too.
@@ -113,7 +128,8 @@ def main() -> None:
         seconds = run([*COACH, str(session), "-o", str(path)], env)
         return seconds, path.stat().st_size / 1e6
 
-    wav_s, _ = warm(".wav")
+    wav_runs = [warm(".wav")[0] for _ in range(ROUNDS)]
+    wav_s = statistics.median(wav_runs)
     from coach.mixer import SoundBank, session_gain
 
     start = time.perf_counter()
@@ -121,8 +137,8 @@ def main() -> None:
     gain_s = time.perf_counter() - start
     print(
         f"warm WAV render: {wav_s:.2f} s, {minutes * 60 / wav_s:.0f}x real time "
-        f"(goal: at least 3000x); of which the session's loudness (mixer.session_gain) "
-        f"{gain_s:.2f} s"
+        f"(goal: at least 3000x; median of {ROUNDS}: {spread(wav_runs)}); of which the "
+        f"session's loudness (mixer.session_gain) {gain_s:.2f} s"
     )
     mp3_s, mp3_mb = warm(".mp3")
     lame = out / "ffmpeg.mp3"
