@@ -131,6 +131,13 @@ def test_an_mp3_made_on_several_cores_is_whole_at_every_join(prepared, tmp_path)
     assert 10 * np.log10(np.sum(want**2) / np.sum(error**2)) > 20
 
 
+def test_a_wav_made_on_several_cores_is_the_wav_made_on_one(prepared, tmp_path):
+    assert len(quiet_cuts(prepared.timeline, 3, 1)) == 3  # three pieces, at once
+    render(prepared, tmp_path / "three.wav", RenderOptions(threads=3))
+    render(prepared, tmp_path / "one.wav", RenderOptions(threads=1))
+    assert (tmp_path / "three.wav").read_bytes() == (tmp_path / "one.wav").read_bytes()
+
+
 def test_the_file_is_the_mixers_output_to_the_sample(prepared, rendered):
     """Live playback pulls blocks from the same mixer, so this is what it plays."""
     bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
