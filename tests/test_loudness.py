@@ -37,3 +37,16 @@ def test_a_rendered_session_measures_as_pyloudnorm_says(run_cli, tmp_path, routi
     ours = loudness.integrated(data, rate)
     assert ours == pytest.approx(theirs, abs=0.2)
     assert theirs == pytest.approx(loudness.TARGET_LUFS, abs=0.5)
+
+
+def test_fft_sizes_are_the_smallest_5_smooth_numbers_at_least_asked():
+    def smooth(k: int) -> bool:
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        return k == 1
+
+    for n in [*range(1, 3000), 56_200, 65_537, 100_001]:
+        size = loudness._fft_size(n)
+        assert size >= n and smooth(size), n
+        assert not any(smooth(k) for k in range(n, size)), n
