@@ -727,6 +727,9 @@ class Synthesizer:
 
         from concurrent.futures import Future, ThreadPoolExecutor
 
+        from coach import malloc
+
+        malloc.reuse_large_blocks()  # each clip's arrays in memory the last one's freed
         lock = threading.Lock()
         pending: list[Future[None]] = []
 
