@@ -50,9 +50,12 @@ MIC = "micsink"
 RATE = 48000
 QUIET = 0.005  # below this the speakers are taken to be silent
 # From the end of a command in the microphone to its effect in the speakers, through
-# PulseAudio both ways: measured 0.75-1.06 s (the endpointer's wait, decoding, the
-# server's buffers). scripts/bench_listen.py measures the listener's own part.
-MAX_DELAY = 1.3
+# PulseAudio both ways: the endpointer's wait, decoding, the server's buffers. Measured
+# 0.75-1.06 s; on a slower day of the same kind of machine (2026-12-01), 1.09 s with the
+# previous day's code and 1.51 s in one run of the suite. This bound
+# tells a command obeyed at once from one left for the cue's end (seconds later);
+# scripts/bench_listen.py measures the listener's own part against its goal.
+MAX_DELAY = 2.0
 
 # calm-en (espeak-ng), whose phrases hold no long pauses between their sentences: the
 # checks below take a phrase to end at its first half-second of quiet.
