@@ -190,6 +190,12 @@ class RoomJumped(RecordingLost):
     fixed path), not what it measures, so the test runs once more."""
 
 
+class MachineBusy(RecordingLost):
+    """The coach reported that its sound stuttered because the machine was busy (an
+    underrun, which a loaded test machine causes now and then): what the test compares
+    sample by sample is then not there to compare, so the test runs once more."""
+
+
 class Recorder:
     """Records the null sink's monitor with ``parecord`` into a WAV file.
 
