@@ -283,30 +283,25 @@ def frame_offsets(data: bytes | bytearray) -> list[int]:
 
 
 def join(
-    pieces: Sequence[tuple[bytes | bytearray, Samples]],
+    pieces: Sequence[tuple[bytes | bytearray, Samples, Sequence[int]]],
     settings: Mp3Settings,
     out: IO[bytes],
-    sizes_of: Sequence[Sequence[int]] | None = None,
 ) -> None:
-    """Write the pieces (each with its length in samples at RATE; all but the last a
-    multiple of ``settings.grid``) as one stream to `out`, after an Info frame.
-    `sizes_of`: each piece's frame sizes, where the encoder kept them (else they are
-    read from the frames)."""
+    """Write the pieces (each its frames, its length in samples at RATE, all but the
+    last's a multiple of ``settings.grid``, and its frames' sizes as the encoder kept
+    them) as one stream to `out`, after an Info frame."""
     sizes: array[int] = array("I")
     kept: list[memoryview] = []
     total = 0
-    for i, (data, frames) in enumerate(pieces):
+    for i, (data, frames, own_sizes) in enumerate(pieces):
         keep = None
         if i + 1 < len(pieces):
             if frames % settings.grid:
                 raise ValueError(f"piece {i} of {frames} samples is not on the frame grid")
             keep = frames // settings.grid
-        if sizes_of is None:
-            own = frame_sizes(data, keep)
-        elif sum(sizes_of[i]) != len(data):
+        if sum(own_sizes) != len(data):
             raise ValueError(f"piece {i}: its frame sizes do not add up to its bytes")
-        else:
-            own = array("I", sizes_of[i][:keep])
+        own = array("I", own_sizes[:keep])
         if keep is not None and len(own) < keep:
             raise ValueError(f"piece {i} has {len(own)} frames, fewer than {keep}")
         kept.append(memoryview(data)[: sum(own)])
@@ -399,14 +394,12 @@ class Mp3Encoder:
         from coach.encoders import EncodeError, embed
 
         encoded = []
-        sizes = []
         for piece, length in zip(pieces, lengths, strict=True):
             assert isinstance(piece, Mp3Piece)
-            encoded.append((piece.finish(), length))
-            sizes.append(piece.sizes)
+            encoded.append((piece.finish(), length, piece.sizes))
         try:
             with open(self.path, "wb") as out:
-                join(encoded, self.settings, out, sizes)
+                join(encoded, self.settings, out)
         except OSError as e:
             raise EncodeError(e.strerror or str(e)) from e
         embed(self.path, ".mp3", self.meta)
