@@ -6,8 +6,8 @@ with ``skip(frames)`` standing for that much digital silence; ``piece(start)`` i
 where in the file its piece begins. ``finish(pieces)`` ends the file; ``abort()`` gives
 up. An encoder whose ``grid`` is not None can encode pieces at the same time, each
 starting on that grid in a stretch of silence: MP3 joins them, WAV writes each at its
-own place in the file; the others take one piece. Encoders also embed the tags and chapters they are
-given. A write error (a full disk, a file size limit) raises EncodeError with the
+own place in the file; the others take one piece. Encoders also embed the tags and
+chapters they are given. A write error (a full disk, a file size limit) raises EncodeError with the
 operating system's own words. They know nothing of temporary names: coach.writer does.
 
 | format      | through                    | tags and chapters          |

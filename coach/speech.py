@@ -234,9 +234,9 @@ class SpeechCache:
         return self._check(self.path(text, settings))
 
     def lengths(self, texts: Sequence[str], settings: SpeechSettings) -> list[Samples | None]:
-        """`length` of each text, the entries read and checked on every core at once (the
-        reads and checksums run outside the interpreter's lock): a warm 36-minute session
-        checks 50 MB of clips before it starts."""
+        """`length` of each text, the entries checked on every core at once (the reads and
+        checksums run outside the interpreter's lock): the first time, a 36-minute
+        session's entries are 50 MB to read and hash."""
         paths = [self.path(text, settings) for text in texts]
         results: list[Samples | None] = [None] * len(paths)
         todo = iter(range(len(paths)))  # shared: next() on it is atomic
