@@ -104,16 +104,18 @@ def main() -> None:
     # moved by a fifth from one minute to the next on these machines.
     from coach.session import prepare
 
-    prepared = prepare(str(session))
-    minutes = prepared.timeline.total / RATE / 60
-    texts = sorted(prepared.script.texts())
     (work / "cli").mkdir()
     colds, floors = [], []
     for _ in range(ROUNDS):
         shutil.rmtree(work / "cache", ignore_errors=True)
         colds.append(run([*COACH, str(session), "-o", str(out / "cold.wav")], env))
+        # Prepared here from the cache the cold render just filled (this process must
+        # not synthesize the session itself), as it stands for the warm renders below.
+        prepared = prepare(str(session))
+        texts = sorted(prepared.script.texts())
         floors.append(espeak_floor(texts, prepared.voice_id, prepared.rate, work / "cli"))
     cold, floor = statistics.median(colds), statistics.median(floors)
+    minutes = prepared.timeline.total / RATE / 60
     print(f"session: {minutes:.1f} min, {len(texts)} distinct cues ({session.name})")
     print(
         f"cold WAV render: {cold:.2f} s; espeak-ng command line once per cue: {floor:.2f} s; "
