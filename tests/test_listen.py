@@ -129,6 +129,40 @@ def test_noise_and_the_rhythm_pulses_never_reach_the_recognizer(recognizer):
     assert listener.counts.decoded == 0, listener.counts
 
 
+class _CountsResets:
+    """The real voice detector, noting when it is started afresh and whether an
+    utterance was being heard then."""
+
+    def __init__(self, listener: listen.Listener) -> None:
+        self.vad, self.listener = listener.vad, listener
+        self.resets: list[tuple[int, bool]] = []
+
+    def process_samples(self, samples):
+        return self.vad.process_samples(samples)
+
+    def reset(self) -> None:
+        self.resets.append((self.listener._done, self.listener._utterance is not None))
+        self.vad.reset()
+
+
+def test_the_voice_detector_starts_afresh_in_quiet_moments_never_within_words(recognizer):
+    """Silero's state drifts over a long stream until clear words score under VAD_ON
+    (bench_listen: 13 of 122 wake words over the coach went unheard): it is started
+    afresh after each quiet stretch, at most every VAD_RESET, never inside an utterance;
+    commands are heard as before."""
+    listener = listen.Listener(recognizer)
+    counting = _CountsResets(listener)
+    listener.vad = counting
+    sounds = [speak("coach, next", "en-us", 160), speak("coach, lighter", "en", 175)]
+    heard = feed(listener, *sounds, gap=3.0)
+    assert [h.phrase for h in heard] == ["next", "lighter"]
+    at = [done for done, _ in counting.resets]
+    assert not any(during for _, during in counting.resets), counting.resets
+    # 9 s of quiet in three stretches: a fresh start about every second of it
+    assert 6 <= len(at) <= 10, at
+    assert min(np.diff(at)) >= listen.VAD_RESET * listen.MIC_RATE
+
+
 def test_in_processes_of_their_own_the_recognizer_and_its_phone_loop_decide_alike():
     # `coach run` decodes in a recognizer's process, with the free loop of phones in a
     # second one, in parallel: the same commands are heard, the same chatter refused.
@@ -361,17 +395,21 @@ def test_the_coachs_own_commands_after_a_jump_are_known_as_its_echo(coach_speech
     mic = through_the_room(own, np.zeros(n), gain=1.0, jump=(len(text) / SR - 0.3, ms))
     recognizer = listen.Recognizer(None)
 
-    def obeyed() -> tuple[int, int]:
+    def obeyed() -> tuple[int, int, int]:
         audible = Audible()
         listener = listen.Listener(recognizer, gate=audible.during, reference=audible)
         heard = stream(listener, mic, audible, own)
-        return len(heard), listener.counts.echo
+        return len(heard), listener.counts.echo, listener.counts.decoded
 
-    heard, echoes = obeyed()
+    heard, echoes, decoded = obeyed()
     monkeypatch.setattr(listen, "ECHO_PEAK", np.inf)
-    heard_without, echoes_without = obeyed()
-    assert echoes >= echoes_without + 2, (echoes, echoes_without)
-    assert heard < heard_without and heard <= 2, (heard, heard_without)
+    heard_without, echoes_without, decoded_without = obeyed()
+    # The rule drops the coach's words after the jump; without it they are decoded (and
+    # some obeyed: 1 in 5 before the voice detector was started afresh in quiet moments,
+    # which leaves fewer of the words long enough to decode).
+    assert echoes >= max(1, echoes_without + 1), (echoes, echoes_without)
+    assert decoded_without >= decoded + echoes - echoes_without, (decoded, decoded_without)
+    assert heard <= heard_without and heard <= 2, (heard, heard_without)
 
 
 def test_no_barge_in_until_the_echos_delay_is_measured(recognizer, coach_speech, monkeypatch):
