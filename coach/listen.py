@@ -848,9 +848,8 @@ class Listener:
         self._utt_start = 0  # sample of the utterance's first window (pre-roll aside)
         self._too_long = False  # the utterance outgrew MAX_UTTERANCE: no longer kept
         self._last_voice = 0  # sample after the last window over VAD_OFF
+        self._vad_fresh = 0  # sample where the voice detector was last started afresh
         self._speech = 0  # windows over VAD_ON in the utterance
-        self._quiet = 0  # windows under VAD_OFF since the last voice
-        self._vad_fresh = 0  # windows since the voice detector was last started afresh
         self._energy = [0.0, 0.0]  # the utterance's voiced windows: raw, cleaned
         # dB taken out of the echo in the latest windows where only the coach sounded:
         # their median is robust to a word someone said that the detector missed.
@@ -972,15 +971,15 @@ class Listener:
         start = self._done
         self._done += WINDOW
         p = float(self.vad.process_samples((window / 32768.0).tolist()))
-        self._quiet = self._quiet + 1 if p < VAD_OFF else 0
-        self._vad_fresh += 1
-        if (
+        if p >= VAD_OFF:
+            self._last_voice = self._done
+        elif (
             self._utterance is None
-            and self._quiet * WINDOW >= VAD_RESET_QUIET * MIC_RATE
-            and self._vad_fresh * WINDOW >= VAD_RESET * MIC_RATE
+            and self._done - self._last_voice >= VAD_RESET_QUIET * MIC_RATE
+            and self._done - self._vad_fresh >= VAD_RESET * MIC_RATE
         ):
             self.vad.reset()
-            self._vad_fresh = 0
+            self._vad_fresh = self._done
         clean_e = float(np.mean(window.astype(np.float64) ** 2))
         raw_e = float(np.mean(raw**2))
         coach = self.gate(self._heard(start), self._heard(self._done))
@@ -1012,9 +1011,7 @@ class Listener:
             self._speech += 1
             self._energy[0] += raw_e
             self._energy[1] += clean_e
-        if p >= VAD_OFF:
-            self._last_voice = self._done
-        elif self._done - self._last_voice >= END_QUIET * MIC_RATE:
+        if p < VAD_OFF and self._done - self._last_voice >= END_QUIET * MIC_RATE:
             return self._finish()
         if len(self._utterance) * WINDOW > (MAX_UTTERANCE + 1) * MIC_RATE:
             self._utterance = self._utterance[-1:]  # keep counting, stop keeping
