@@ -9,7 +9,7 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -92,6 +92,38 @@ def jobs(conn: Any) -> Iterator[Any]:
         if job is None:
             return
         yield job
+
+
+class Answers:
+    """Jobs sent down a pipe to a child that answers each in turn (as `jobs()` gives
+    them): `send(job)` sends it at once, and gives a callable that waits for its answer.
+    Answers are asked for in the order sent, and some never are (the asker no longer
+    needs them): an answer before the one asked for is read past and dropped. The
+    pipe's own errors (OSError on send, EOFError or OSError on receive) reach the
+    caller."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._sent = 0
+        self._received = 0
+
+    def send(self, job: Any) -> Callable[[], Any]:
+        self._conn.send(job)
+        self._sent += 1
+        number = self._sent
+        answer: list[Any] = []
+
+        def result() -> Any:
+            while not answer:
+                if self._received >= number:
+                    raise RuntimeError("an answer asked for after a later one")
+                got = self._conn.recv()
+                self._received += 1
+                if self._received == number:
+                    answer.append(got)
+            return answer[0]
+
+        return result
 
 
 #: How much lower than the session a background decoder runs: with two decoders busy on

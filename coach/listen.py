@@ -98,6 +98,14 @@ END_QUIET = 0.29
 PRE_ROLL = 0.25
 #: Less speech than this (windows over VAD_ON) is a click or a breath, not a command.
 MIN_SPEECH = 0.15
+#: An utterance is decoded with TAIL of the quiet after its last voice. Between cues its
+#: decoding starts as soon as that much quiet has followed (the sound decoded is then
+#: complete), while the endpointer waits out the rest of END_QUIET; should the voice go
+#: on, that decoding is dropped. Every decision stays as it was; the command acts some
+#: END_QUIET - TAIL sooner. Over the coach's speech it is not started early: most of
+#: what is heard there is dropped unheard (echo) at the end, and the speakers need the
+#: cores.
+TAIL = 0.1
 #: Silero's state drifts over a long stream: after a while it gives a clear word a
 #: probability under VAD_ON (snakers4/silero-vad#725). In bench_listen, fed the cleaned
 #: signal of a 30-minute session, it heard the onset of 109 of 122 "coach"es said over
@@ -163,6 +171,11 @@ class Heard:
     control: Command
     start: float
     end: float
+    #: when the microphone had given the sound its decoding began on, and how long the
+    #: decoding took (seconds): the command acts after the later of `decoded_from` plus
+    #: `decoding` and the endpointer's END_QUIET
+    decoded_from: float | None = None
+    decoding: float | None = None
 
 
 def _pocketsphinx() -> Any:
@@ -302,8 +315,20 @@ class Recognizer:
         decoded = self.decode(pcm, bare=bare, voiced=voiced)
         return decoded.phrase if decoded.accepted else None
 
+    def submit(
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
+    ) -> Callable[[], Decoded]:
+        """`decode`, when asked (in this process there is nothing to start early)."""
+        return lambda: self.decode(pcm, bare=bare, voiced=voiced)
+
     def decode(self, pcm: bytes, *, bare: bool = False, voiced: float | None = None) -> Decoded:
-        """What `recognize` decides, with the measures it decides on."""
+        """What `recognize` decides, with the measures it decides on, and how long
+        deciding took (`took`, seconds of wall time)."""
+        began = time.perf_counter()
+        decoded = self._decide(pcm, bare, voiced)
+        return replace(decoded, took=time.perf_counter() - began)
+
+    def _decide(self, pcm: bytes, bare: bool, voiced: float | None) -> Decoded:
         wake = self.wake if not bare else None
         strict = self.wake is not None  # with a wake word, bare commands come after it
         free = self._free(pcm)
@@ -434,9 +459,9 @@ class PhoneLoop:
     """
 
     def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._sent = 0
-        self._received = 0
+        from coach.children import Answers
+
+        self._answers = Answers(conn)
         #: Should the phone loop's process end (killed, crashed), the Recognizer's own
         #: decoder takes over: `fallback(pcm)` scores it here.
         self.fallback: Callable[[bytes], float | None] | None = None
@@ -445,28 +470,20 @@ class PhoneLoop:
     def submit(self, pcm: bytes) -> Callable[[], float | None]:
         if not self.gone:
             try:
-                self._conn.send(pcm)
+                answer = self._answers.send(pcm)
             except OSError:
                 self.gone = True
         if self.gone:
             return lambda: self._here(pcm)
-        self._sent += 1
-        job = self._sent
-        answer: list[float | None] = []
 
         def result() -> float | None:
-            while not answer:
-                if self._received >= job:
-                    raise RuntimeError("a phone-loop score asked for after a later one")
+            if not self.gone:
                 try:
-                    got = self._conn.recv()
+                    score: float | None = answer()
+                    return score
                 except (EOFError, OSError):
                     self.gone = True
-                    return self._here(pcm)
-                self._received += 1
-                if self._received == job:
-                    answer.append(got)
-            return answer[0]
+            return self._here(pcm)
 
         return result
 
@@ -560,11 +577,20 @@ class RecognizerProcess:
             self.close()
             raise ListenError(answer)
         self.wake: list[str] | None = answer
+        from coach.children import Answers
+
+        self._answers = Answers(self._conn)
+
+    def submit(
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
+    ) -> Callable[[], Decoded]:
+        """Start `decode` in the recognizer's process at once; the callable waits for
+        what it decided. (A decoding nobody asks for is dropped when a later one is.)"""
+        result: Callable[[], Decoded] = self._answers.send((pcm, bare, voiced))
+        return result
 
     def decode(self, pcm: bytes, *, bare: bool = False, voiced: float | None = None) -> Decoded:
-        self._conn.send((pcm, bare, voiced))
-        decoded: Decoded = self._conn.recv()
-        return decoded
+        return self.submit(pcm, bare=bare, voiced=voiced)()
 
     def recognize(
         self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
@@ -625,6 +651,7 @@ class Decoded:
     command_fit: float | None = None
     span: float | None = None
     cover: float | None = None
+    took: float | None = None  # seconds of wall time the decoding took
 
     @property
     def accepted(self) -> bool:
@@ -696,6 +723,8 @@ class Counts:
     decoded: int = 0  # given to the recognizer
     rejected: int = 0  # decoded, but no command (or a poor fit)
     heard: int = 0  # commands
+    early: int = 0  # decodings begun before the utterance's end (TAIL)
+    early_dropped: int = 0  # of those, dropped: the voice went on, or the utterance did not pass
 
     @property
     def ignored(self) -> int:
@@ -777,6 +806,18 @@ class _Reference:
         return out.astype(np.float32), jumped
 
 
+@dataclass(frozen=True)
+class _Early:
+    """A decoding started before the utterance's end (TAIL): for the utterance whose
+    last voice was at sample `end`, of `job` (Listener._job), asked for at sample
+    `asked`; `result` waits for it."""
+
+    end: int
+    job: tuple[bytes, bool, float]
+    result: Callable[[], Decoded]
+    asked: int
+
+
 class Listener:
     """Microphone samples -> the commands they say, utterance by utterance.
 
@@ -845,6 +886,7 @@ class Listener:
             maxlen=max(1, round(PRE_ROLL * MIC_RATE / WINDOW))
         )
         self._utterance: list[np.ndarray] | None = None
+        self._early: _Early | None = None  # its decoding, started before its end
         self._utt_start = 0  # sample of the utterance's first window (pre-roll aside)
         self._too_long = False  # the utterance outgrew MAX_UTTERANCE: no longer kept
         self._last_voice = 0  # sample after the last window over VAD_OFF
@@ -1011,8 +1053,12 @@ class Listener:
             self._speech += 1
             self._energy[0] += raw_e
             self._energy[1] += clean_e
-        if p < VAD_OFF and self._done - self._last_voice >= END_QUIET * MIC_RATE:
+        quiet = self._done - self._last_voice  # (0 in a window over VAD_OFF)
+        if quiet >= END_QUIET * MIC_RATE:
             return self._finish()
+        early = self._early
+        if quiet >= TAIL * MIC_RATE and (early is None or early.end != self._last_voice):
+            self._decode_early()
         if len(self._utterance) * WINDOW > (MAX_UTTERANCE + 1) * MIC_RATE:
             self._utterance = self._utterance[-1:]  # keep counting, stop keeping
             self._too_long = True
@@ -1028,6 +1074,9 @@ class Listener:
         self._near = None
         self._follows = None
         outcome, heard = self._judge(parts, start, end, long)
+        if self._early is not None:  # (not used)
+            self.counts.early_dropped += 1
+            self._early = None
         setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
         if self.trace is not None:
             d = self.last
@@ -1067,12 +1116,10 @@ class Listener:
         coach = self.gate(t0, t1)
         if coach and not self.barge_in:
             return "during_coach", None
-        if long or (end - start) / MIC_RATE > MAX_UTTERANCE:
-            return "too_long", None
-        if self._speech * WINDOW / MIC_RATE < MIN_SPEECH:
-            return "too_little", None
-        keep = len(parts) * WINDOW - (self._done - end) + round(0.1 * MIC_RATE)
-        x = np.concatenate(parts)[:keep].astype(np.float64)
+        unfit = self._unfit(start, end, long)
+        if unfit:
+            return unfit, None
+        x = self._sound(parts, end)
         if coach:
             near = 10 * math.log10(max(self._energy[1], 1e-9) / max(self._energy[0], 1e-9))
             self._near = near
@@ -1084,13 +1131,18 @@ class Listener:
             # measure, on the windows without a voice, still says it works).
             windows = list(self._ref_windows)[-len(parts) :]
             if len(windows) == len(parts):
-                self._follows = self.aligner.correlate(x, np.concatenate(windows)[:keep])
+                self._follows = self.aligner.correlate(x, np.concatenate(windows)[: len(x)])
                 if self._follows is not None and _follows_the_coach(self._follows):
                     return "echo", None
-        bare = t0 <= self._woke_until
-        voiced = self._speech * WINDOW / MIC_RATE
         self.counts.decoded += 1
-        decoded = self.recognizer.decode(_dithered(x, self._seed), bare=bare, voiced=voiced)
+        job = self._job(x, start)
+        pcm, bare, voiced = job
+        early = self._early
+        if early is not None and early.job == job:
+            self._early = None
+            decoded, asked = early.result(), early.asked
+        else:
+            decoded, asked = self.recognizer.decode(pcm, bare=bare, voiced=voiced), self._done
         self.last = decoded
         phrase = decoded.phrase if decoded.accepted else None
         self._seed += 1
@@ -1105,7 +1157,47 @@ class Listener:
         if coach and self._reference is not None and self._says(phrase, start, x, bare):
             return "own_words", None
         self._woke_until = -math.inf
-        return "heard", Heard(phrase, WORDS[phrase], t0, t1)
+        return "heard", Heard(phrase, WORDS[phrase], t0, t1, self._time(asked), decoded.took)
+
+    def _unfit(self, start: int, end: int, long: bool) -> str:
+        """Why the utterance from `start` to `end` is never decoded (a field of Counts),
+        or ""."""
+        if long or (end - start) / MIC_RATE > MAX_UTTERANCE:
+            return "too_long"
+        if self._speech * WINDOW / MIC_RATE < MIN_SPEECH:
+            return "too_little"
+        return ""
+
+    def _sound(self, parts: list[np.ndarray], end: int) -> np.ndarray:
+        """The utterance's sound as decoded: up to TAIL after `end`, its last voice."""
+        import numpy as np
+
+        keep = len(parts) * WINDOW - (self._done - end) + round(TAIL * MIC_RATE)
+        return np.concatenate(parts)[:keep].astype(np.float64)
+
+    def _job(self, x: np.ndarray, start: int) -> tuple[bytes, bool, float]:
+        """What the recognizer is given for the utterance `x` that began at `start`:
+        its pcm, whether a bare command is taken (after the wake word alone), and how
+        long the voice detector heard a voice in it."""
+        bare = self._heard(start) <= self._woke_until
+        return _dithered(x, self._seed), bare, self._speech * WINDOW / MIC_RATE
+
+    def _decode_early(self) -> None:
+        """Start decoding the utterance so far as it will be decoded should it end now
+        (TAIL), if it is between cues and will be decoded at all."""
+        assert self._utterance is not None
+        start, end = self._utt_start, self._last_voice
+        if self.gate(self._heard(start), self._heard(end)) or self._unfit(
+            start, end, self._too_long
+        ):
+            return
+        job = self._job(self._sound(self._utterance, end), start)
+        pcm, bare, voiced = job
+        result = self.recognizer.submit(pcm, bare=bare, voiced=voiced)
+        self.counts.early += 1
+        if self._early is not None:
+            self.counts.early_dropped += 1
+        self._early = _Early(end, job, result, self._done)
 
     def _says(self, phrase: str, start: int, x: np.ndarray, bare: bool) -> bool:
         """Whether the coach's own sound over the utterance says `phrase` too."""

@@ -218,6 +218,63 @@ def test_a_phone_loop_that_ends_leaves_the_recognizer_deciding_alone(capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
+class _Submits:
+    """A recognizer that notes each decoding started (`submit`) and each asked for."""
+
+    def __init__(self, recognizer: listen.RecognizerProcess) -> None:
+        self.recognizer = recognizer
+        self.submitted: list[bytes] = []
+        self.asked: list[bytes] = []
+
+    def submit(self, pcm: bytes, **how) -> object:
+        self.submitted.append(pcm)
+        result = self.recognizer.submit(pcm, **how)
+
+        def asked() -> listen.Decoded:
+            self.asked.append(pcm)
+            return result()
+
+        return asked
+
+    def decode(self, pcm: bytes, **how) -> listen.Decoded:
+        return self.submit(pcm, **how)()
+
+
+def test_between_cues_decoding_starts_in_the_quiet_before_the_utterances_end():
+    """The recognizer's process decodes an utterance as soon as TAIL of quiet has
+    followed its last voice, while the endpointer waits out END_QUIET; should the voice
+    go on (a pause after the wake word), that decoding is dropped and the whole is
+    decoded at its end. The commands heard are those of a recognizer asked at the end."""
+    paused = np.concatenate(
+        [speak("coach", "en-us", 160), np.zeros(round(0.22 * SR)), speak("lighter", "en-us", 160)]
+    )
+    sounds = [speak("coach, next", "en-us", 160), paused, speak("coach, more pressure", "en", 175)]
+    at_the_end = feed(listen.Listener(listen.Recognizer()), *sounds)
+    apart = listen.RecognizerProcess(phones=False)
+    try:
+        recognizer = _Submits(apart)
+        listener = listen.Listener(recognizer)  # type: ignore[arg-type]
+        heard = feed(listener, *sounds)
+    finally:
+        apart.close()
+    assert [h.phrase for h in heard] == [h.phrase for h in at_the_end]
+    assert [h.phrase for h in heard] == ["next", "lighter", "more pressure"]
+    for h in heard:
+        assert h.decoded_from is not None and h.decoding is not None
+        # begun TAIL after the last voice (a window or two later), not END_QUIET after it
+        early = h.decoded_from - h.end
+        assert listen.TAIL <= early < listen.END_QUIET - 0.05, (h, early)
+        assert 0 < h.decoding < 2.0
+    # Each utterance was decoded once from where its voice ended; decodings begun at a
+    # pause inside it (the wake word's comma; the pause) were dropped, never asked for.
+    counts = listener.counts
+    assert len(recognizer.asked) == 3 and counts.early == len(recognizer.submitted)
+    assert counts.early_dropped == len(recognizer.submitted) - 3 >= 1
+    dropped = [pcm for pcm in recognizer.submitted if pcm not in recognizer.asked]
+    # the paused utterance's sound, cut at the pause
+    assert any(recognizer.asked[1].startswith(pcm) for pcm in dropped)
+
+
 class _Pipe:
     """A phone-loop process's pipe, as the PhoneLoop sees it: each job answered with
     its number."""
@@ -318,6 +375,9 @@ def test_a_command_over_the_coachs_speech_is_heard(recognizer, coach_speech):
     assert [h.phrase for h in heard] == ["next"]
     assert listener.erle > 15, listener.erle  # the canceller learnt the room
     assert T0 + 8.8 < heard[0].start < T0 + 9.2
+    # Over the coach it is decoded only once the endpointer has waited (listen.TAIL).
+    assert heard[0].decoded_from is not None
+    assert heard[0].decoded_from - heard[0].end >= listen.END_QUIET
 
 
 @pytest.mark.parametrize("late", [-0.15, 0.2])
