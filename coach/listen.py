@@ -75,7 +75,8 @@ WAKE_WINDOW = 2.5
 #: - the whole utterance fits to MIN_FIT;
 #: - the wake word's stretch, decoded again alone, fits to MIN_FIT_WAKE, and the
 #:   command's stretch, alone, to MIN_FIT_COMMAND: chatter that passes as a whole seldom
-#:   passes in both halves.
+#:   passes in both halves;
+#: - between cues, also each phone by itself (MIN_PHONE_FIT, below).
 #: Bare commands (`--listen=direct`, a quiet room) need only MIN_FIT_DIRECT.
 MIN_COVER = 0.7
 MIN_WAKE_TIME = 0.22
@@ -83,6 +84,11 @@ MIN_FIT = -9.0
 MIN_FIT_WAKE = -6.0
 MIN_FIT_COMMAND = -8.0
 MIN_FIT_DIRECT = -15.0
+#: Between cues, every phone of the words found must fit to MIN_PHONE_FIT, against the
+#: free loop over the same frames (acoustic score per frame; `_a_sound_missing`). Set
+#: from the commands alone: in bench_listen the worst phone of the 178 accepted between
+#: cues fit at -94; chatter that passed every other check, at -57 to -153.
+MIN_PHONE_FIT = -105.0
 #: Noise added to what is decoded, about -60 dBFS: digital silence (a virtual source,
 #: the gaps of espeak-ng) upsets the recognizer (docs/audio-devices.md), and real rooms
 #: have this.
@@ -294,16 +300,15 @@ class Recognizer:
     def _decode(self, search: str, pcm: bytes) -> Any:
         return _decode(self._decoder, search, pcm)
 
-    def _free(self, pcm: bytes) -> Callable[[], float | None]:
-        """The free loop of phones' score for `pcm`, when asked: decoded here then, or
-        started at once in the PhoneLoop's process, beside this one."""
+    def _free(self, pcm: bytes) -> Callable[[], Free | None]:
+        """The free loop of phones for `pcm`, when asked: decoded here then, or started
+        at once in the PhoneLoop's process, beside this one."""
         if self._phones is not None:
             return self._phones.submit(pcm)
         return lambda: self._free_here(pcm)
 
-    def _free_here(self, pcm: bytes) -> float | None:
-        hyp = self._decode("phones", pcm)
-        return None if hyp is None else float(hyp.score)
+    def _free_here(self, pcm: bytes) -> Free | None:
+        return _free_loop(self._decoder, pcm)
 
     def recognize(
         self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
@@ -316,19 +321,22 @@ class Recognizer:
         return decoded.phrase if decoded.accepted else None
 
     def submit(
-        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None, phones: bool = False
     ) -> Callable[[], Decoded]:
         """`decode`, when asked (in this process there is nothing to start early)."""
-        return lambda: self.decode(pcm, bare=bare, voiced=voiced)
+        return lambda: self.decode(pcm, bare=bare, voiced=voiced, phones=phones)
 
-    def decode(self, pcm: bytes, *, bare: bool = False, voiced: float | None = None) -> Decoded:
+    def decode(
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None, phones: bool = False
+    ) -> Decoded:
         """What `recognize` decides, with the measures it decides on, and how long
-        deciding took (`took`, seconds of wall time)."""
+        deciding took (`took`, seconds of wall time). `phones`: measure how well each
+        phone of the words found fits, too (`phone_fit`; it takes a pass more)."""
         began = time.perf_counter()
-        decoded = self._decide(pcm, bare, voiced)
+        decoded = self._decide(pcm, bare, voiced, phones)
         return replace(decoded, took=time.perf_counter() - began)
 
-    def _decide(self, pcm: bytes, bare: bool, voiced: float | None) -> Decoded:
+    def _decide(self, pcm: bytes, bare: bool, voiced: float | None, phones: bool) -> Decoded:
         wake = self.wake if not bare else None
         strict = self.wake is not None  # with a wake word, bare commands come after it
         free = self._free(pcm)
@@ -361,6 +369,8 @@ class Recognizer:
             return Decoded(
                 phrase, "too short for the wake word", span=span, cover=cover, wake_time=wake_time
             )
+        # (now, while the decoder holds the whole utterance's hypothesis)
+        aligned = self._phones_aligned(pcm) if phones else None
         # The halves' fits are needed only if the whole fits; with a PhoneLoop beside us
         # they are decoded now, while it decodes the whole utterance's free loop.
         wake_fit_of = command_fit_of = None
@@ -369,11 +379,13 @@ class Recognizer:
             if words:
                 first = segs[len(wake)][0]
                 command_fit_of = self._fit_alone("commands", pcm, first, segs[-1][1])
-        free_score = free()
-        if free_score is None or frames <= 0:
+        loop = free()
+        if loop is None or frames <= 0:
             return Decoded(phrase, "no phones")
-        fit = (score - free_score) / frames * 1e4
+        fit = (score - loop.score) / frames * 1e4
         measures = {"fit": fit, "span": span, "cover": cover, "wake_time": wake_time}
+        if aligned:
+            measures["phone_fit"] = _worst_phone(aligned, loop)
         if fit < (MIN_FIT if strict else MIN_FIT_DIRECT):
             return Decoded(phrase, "a poor fit", **measures)
         wake_fit = command_fit = None
@@ -389,6 +401,29 @@ class Recognizer:
         why = "not a command" if weak else ""
         return Decoded(phrase, why, wake_fit=wake_fit, command_fit=command_fit, **measures)
 
+    def _phones_aligned(self, pcm: bytes) -> list[tuple[int, int, int]] | None:
+        """Each phone of the words of the hypothesis the decoder holds for `pcm`:
+        (first frame, frames, acoustic score), by a second pass of alignment; None if
+        the decoder cannot align it."""
+        d = self._decoder
+        try:
+            d.set_alignment()
+            d.start_utt()
+            d.process_raw(pcm, full_utt=True)
+            d.end_utt()
+            alignment = d.get_alignment()
+        except RuntimeError:  # (pocketsphinx: "Failed to stop utterance processing")
+            return None
+        if alignment is None:
+            return None
+        return [
+            (phone.start, phone.duration, phone.score)
+            for word in alignment
+            if not word.name.startswith("<")
+            for phone in word
+            if phone.duration > 0
+        ]
+
     def _fit_alone(
         self, search: str, pcm: bytes, first: int, last: int, *, beside: bool = False
     ) -> Callable[[], float]:
@@ -399,10 +434,10 @@ class Recognizer:
         pad = bytes(_dithered(_zeros(1600), 7))
         part = pad + pcm[first * 320 : (last + 1) * 320] + pad
 
-        def fit(hyp: Any, frames: int, free: float | None) -> float:
+        def fit(hyp: Any, frames: int, free: Free | None) -> float:
             if hyp is None or free is None or frames <= 0:
                 return -math.inf
-            return float((hyp.score - free) / frames * 1e4)
+            return float((hyp.score - free.score) / frames * 1e4)
 
         if self._phones is None:
 
@@ -429,6 +464,39 @@ def _decoder(ps: Any) -> Any:
         return ps.Decoder(
             samprate=MIC_RATE, dict=str(path), fsgusefiller=False, topn=32, loglevel="FATAL"
         )
+
+
+@dataclass(frozen=True)
+class Free:
+    """What a free loop of phones made of some sound: its score, and its phones'
+    (first frame, last frame, acoustic score)."""
+
+    score: float
+    phones: tuple[tuple[int, int, int], ...]
+
+    def over(self, first: int, frames: int) -> float:
+        """Its acoustic score over `frames` frames from `first` (each phone's score
+        shared out evenly over its frames)."""
+        total = 0.0
+        for a, b, score in self.phones:
+            common = min(b + 1, first + frames) - max(a, first)
+            if common > 0:
+                total += score * common / (b - a + 1)
+        return total
+
+
+def _free_loop(decoder: Any, pcm: bytes) -> Free | None:
+    hyp = _decode(decoder, "phones", pcm)
+    if hyp is None:
+        return None
+    phones = tuple((s.start_frame, s.end_frame, s.ascore) for s in decoder.seg())
+    return Free(float(hyp.score), phones)
+
+
+def _worst_phone(aligned: list[tuple[int, int, int]], loop: Free) -> float:
+    """How well the worst-fitting phone of the words found fits, against the free loop
+    over the same frames: acoustic score per frame (pocketsphinx's units)."""
+    return min((score - loop.over(first, frames)) / frames for first, frames, score in aligned)
 
 
 def _add_phone_loop(decoder: Any) -> None:
@@ -464,10 +532,10 @@ class PhoneLoop:
         self._answers = Answers(conn)
         #: Should the phone loop's process end (killed, crashed), the Recognizer's own
         #: decoder takes over: `fallback(pcm)` scores it here.
-        self.fallback: Callable[[bytes], float | None] | None = None
+        self.fallback: Callable[[bytes], Free | None] | None = None
         self.gone = False
 
-    def submit(self, pcm: bytes) -> Callable[[], float | None]:
+    def submit(self, pcm: bytes) -> Callable[[], Free | None]:
         if not self.gone:
             try:
                 answer = self._answers.send(pcm)
@@ -476,18 +544,18 @@ class PhoneLoop:
         if self.gone:
             return lambda: self._here(pcm)
 
-        def result() -> float | None:
+        def result() -> Free | None:
             if not self.gone:
                 try:
-                    score: float | None = answer()
-                    return score
+                    loop: Free | None = answer()
+                    return loop
                 except (EOFError, OSError):
                     self.gone = True
             return self._here(pcm)
 
         return result
 
-    def _here(self, pcm: bytes) -> float | None:
+    def _here(self, pcm: bytes) -> Free | None:
         if self.fallback is None:
             raise ListenError("the recognizer's phone loop ended")
         return self.fallback(pcm)
@@ -509,10 +577,10 @@ def _phone_loop_main(conn: Any) -> None:
     from coach.children import jobs
 
     for pcm in jobs(conn):
-        hyp = _decode(decoder, "phones", pcm)
+        loop = _free_loop(decoder, pcm)
         # (a score nobody waits for any more: the recognizer has ended)
         with contextlib.suppress(OSError):
-            conn.send(None if hyp is None else float(hyp.score))
+            conn.send(loop)
 
 
 #: The PhoneLoop decodes beside the recognizer on machines with this many cores. On two,
@@ -582,15 +650,17 @@ class RecognizerProcess:
         self._answers = Answers(self._conn)
 
     def submit(
-        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None, phones: bool = False
     ) -> Callable[[], Decoded]:
         """Start `decode` in the recognizer's process at once; the callable waits for
         what it decided. (A decoding nobody asks for is dropped when a later one is.)"""
-        result: Callable[[], Decoded] = self._answers.send((pcm, bare, voiced))
+        result: Callable[[], Decoded] = self._answers.send((pcm, bare, voiced, phones))
         return result
 
-    def decode(self, pcm: bytes, *, bare: bool = False, voiced: float | None = None) -> Decoded:
-        return self.submit(pcm, bare=bare, voiced=voiced)()
+    def decode(
+        self, pcm: bytes, *, bare: bool = False, voiced: float | None = None, phones: bool = False
+    ) -> Decoded:
+        return self.submit(pcm, bare=bare, voiced=voiced, phones=phones)()
 
     def recognize(
         self, pcm: bytes, *, bare: bool = False, voiced: float | None = None
@@ -633,9 +703,9 @@ def _recognizer_main(conn: Any, wake: str | None, phones: Any = None) -> None:
     conn.send((True, recognizer.wake))
     from coach.children import jobs
 
-    for pcm, bare, voiced in jobs(conn):
+    for pcm, bare, voiced, phones in jobs(conn):
         with contextlib.suppress(OSError):  # (the parent has ended)
-            conn.send(recognizer.decode(pcm, bare=bare, voiced=voiced))
+            conn.send(recognizer.decode(pcm, bare=bare, voiced=voiced, phones=phones))
 
 
 @dataclass(frozen=True)
@@ -649,6 +719,7 @@ class Decoded:
     wake_fit: float | None = None
     wake_time: float | None = None
     command_fit: float | None = None
+    phone_fit: float | None = None
     span: float | None = None
     cover: float | None = None
     took: float | None = None  # seconds of wall time the decoding took
@@ -667,6 +738,18 @@ def _weak_over_the_coach(d: Decoded) -> str:
         return "a poor fit over the coach"
     if d.cover is not None and d.cover < MIN_COVER:
         return "part of longer talk over the coach"
+    return ""
+
+
+def _a_sound_missing(d: Decoded) -> str:
+    """Why a command (or the wake word alone) heard between cues is refused although
+    it fits as a whole, or "": one of its phones fits far worse than the free loop of
+    phones over the same frames (MIN_PHONE_FIT). Chatter that passes for "coach, next"
+    ("go ahead", "oh, that's nice") has the "ch" of "coach" squeezed into its shortest
+    time, fitting at -110 to -150; over the coach's speech, what the canceller leaves of
+    the echo does that to real commands too, so the check is made between cues only."""
+    if d.accepted and d.phone_fit is not None and d.phone_fit < MIN_PHONE_FIT:
+        return "a sound of it is missing"
     return ""
 
 
@@ -813,9 +896,21 @@ class _Early:
     `asked`; `result` waits for it."""
 
     end: int
-    job: tuple[bytes, bool, float]
+    job: _Job
     result: Callable[[], Decoded]
     asked: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the recognizer is given for an utterance (Recognizer.decode's arguments):
+    its pcm, whether a bare command is taken (after the wake word alone), how long the
+    voice detector heard a voice in it, whether each phone's fit is measured."""
+
+    pcm: bytes
+    bare: bool
+    voiced: float
+    phones: bool
 
 
 class Listener:
@@ -1135,17 +1230,18 @@ class Listener:
                 if self._follows is not None and _follows_the_coach(self._follows):
                     return "echo", None
         self.counts.decoded += 1
-        job = self._job(x, start)
-        pcm, bare, voiced = job
+        job = self._job(x, start, coach)
         early = self._early
         if early is not None and early.job == job:
             self._early = None
             decoded, asked = early.result(), early.asked
         else:
-            decoded, asked = self.recognizer.decode(pcm, bare=bare, voiced=voiced), self._done
+            decoded, asked = self._submit(job)(), self._done
         self.last = decoded
-        phrase = decoded.phrase if decoded.accepted else None
         self._seed += 1
+        if not coach and (why := _a_sound_missing(decoded)):
+            self.last = decoded = replace(decoded, why=why)
+        phrase = decoded.phrase if decoded.accepted else None
         if phrase == Recognizer.WAKE_ONLY:
             self._woke_until = t1 + WAKE_WINDOW
             return "rejected", None
@@ -1154,7 +1250,7 @@ class Listener:
         if coach and (why := _weak_over_the_coach(decoded)):
             self.last = replace(decoded, why=why)
             return "rejected", None
-        if coach and self._reference is not None and self._says(phrase, start, x, bare):
+        if coach and self._reference is not None and self._says(phrase, start, x, job.bare):
             return "own_words", None
         self._woke_until = -math.inf
         return "heard", Heard(phrase, WORDS[phrase], t0, t1, self._time(asked), decoded.took)
@@ -1175,12 +1271,15 @@ class Listener:
         keep = len(parts) * WINDOW - (self._done - end) + round(TAIL * MIC_RATE)
         return np.concatenate(parts)[:keep].astype(np.float64)
 
-    def _job(self, x: np.ndarray, start: int) -> tuple[bytes, bool, float]:
-        """What the recognizer is given for the utterance `x` that began at `start`:
-        its pcm, whether a bare command is taken (after the wake word alone), and how
-        long the voice detector heard a voice in it."""
+    def _job(self, x: np.ndarray, start: int, coach: bool) -> _Job:
+        """What the recognizer is given for the utterance `x` that began at `start`,
+        heard over the coach's sound or not."""
         bare = self._heard(start) <= self._woke_until
-        return _dithered(x, self._seed), bare, self._speech * WINDOW / MIC_RATE
+        voiced = self._speech * WINDOW / MIC_RATE
+        return _Job(_dithered(x, self._seed), bare, voiced, phones=not coach)
+
+    def _submit(self, job: _Job) -> Callable[[], Decoded]:
+        return self.recognizer.submit(job.pcm, bare=job.bare, voiced=job.voiced, phones=job.phones)
 
     def _decode_early(self) -> None:
         """Start decoding the utterance so far as it will be decoded should it end now
@@ -1191,9 +1290,8 @@ class Listener:
             start, end, self._too_long
         ):
             return
-        job = self._job(self._sound(self._utterance, end), start)
-        pcm, bare, voiced = job
-        result = self.recognizer.submit(pcm, bare=bare, voiced=voiced)
+        job = self._job(self._sound(self._utterance, end), start, coach=False)
+        result = self._submit(job)
         self.counts.early += 1
         if self._early is not None:
             self.counts.early_dropped += 1

@@ -5,6 +5,7 @@ and the Audible that hands the listener what the speakers were sent."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -117,6 +118,32 @@ def test_chatter_a_laugh_and_a_cough_trigger_nothing(recognizer):
     listener = listen.Listener(recognizer)
     assert feed(listener, *talk, laugh(), cough()) == []
     assert listener.counts.utterances >= 4  # the talk did reach the recognizer
+
+
+def test_chatter_that_passes_for_a_command_but_lacks_one_of_its_sounds_is_refused(monkeypatch):
+    """ "Oh, that's nice" fits "coach, next" as a whole and in both halves, but the "ch"
+    of "coach" is not there: aligned phone by phone, it fits far worse than a free loop
+    of phones over the same frames (listen.MIN_PHONE_FIT). Between cues it is refused;
+    commands are not. (A fresh recognizer each time: pocketsphinx's scores depend a
+    little on what it decoded before.)"""
+    sounds = [
+        speak("oh, that's nice", "en-us+f3", 140),
+        speak("coach, more pressure", "en", 175),
+        speak("coach, pause", "en-us+f3", 160),
+    ]
+    listener = listen.Listener(listen.Recognizer())
+    assert [h.phrase for h in feed(listener, *sounds)] == ["more pressure", "pause"]
+    assert listener.counts.rejected == 1
+    assert listener.last is not None and listener.last.phone_fit is not None
+    assert listener.last.phone_fit > listen.MIN_PHONE_FIT
+    # Without the check, the chatter is obeyed: every other check passes it.
+    bar = listen.MIN_PHONE_FIT
+    monkeypatch.setattr(listen, "MIN_PHONE_FIT", -math.inf)
+    lines: list[str] = []
+    unchecked = listen.Listener(listen.Recognizer(), trace=lines.append)
+    assert [h.phrase for h in feed(unchecked, *sounds)] == ["next", "more pressure", "pause"]
+    chatter = float(lines[0].split(" phone_fit ")[1].split()[0])
+    assert chatter < bar, lines[0]
 
 
 def test_noise_and_the_rhythm_pulses_never_reach_the_recognizer(recognizer):
@@ -494,8 +521,8 @@ class _Fits:
     def __init__(self, phrase: str, fit: float, cover: float) -> None:
         self.phrase, self.fit, self.cover = phrase, fit, cover
 
-    def decode(self, pcm, *, bare=False, voiced=None) -> listen.Decoded:
-        return listen.Decoded(self.phrase, "", fit=self.fit, cover=self.cover)
+    def submit(self, pcm, **how):
+        return lambda: listen.Decoded(self.phrase, "", fit=self.fit, cover=self.cover)
 
     def recognize(self, pcm, *, bare=False, voiced=None):
         return None
