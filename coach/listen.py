@@ -744,10 +744,11 @@ def _weak_over_the_coach(d: Decoded) -> str:
 def _a_sound_missing(d: Decoded) -> str:
     """Why a command (or the wake word alone) heard between cues is refused although
     it fits as a whole, or "": one of its phones fits far worse than the free loop of
-    phones over the same frames (MIN_PHONE_FIT). Chatter that passes for "coach, next"
-    ("go ahead", "oh, that's nice") has the "ch" of "coach" squeezed into its shortest
-    time, fitting at -110 to -150; over the coach's speech, what the canceller leaves of
-    the echo does that to real commands too, so the check is made between cues only."""
+    phones over the same frames (MIN_PHONE_FIT). Chatter that passes for a command
+    after the wake word ("oh, that's nice" for "coach, next") mostly has the "ch" of
+    "coach" squeezed into its shortest time, fitting at -110 to -150; over the coach's
+    speech, what the canceller leaves of the echo does that to real commands too, so
+    the check is made between cues only."""
     if d.accepted and d.phone_fit is not None and d.phone_fit < MIN_PHONE_FIT:
         return "a sound of it is missing"
     return ""
