@@ -748,7 +748,8 @@ def _a_sound_missing(d: Decoded) -> str:
     after the wake word ("oh, that's nice" for "coach, next") mostly has the "ch" of
     "coach" squeezed into its shortest time, fitting at -110 to -150; over the coach's
     speech, what the canceller leaves of the echo does that to real commands too, so
-    the check is made between cues only."""
+    phones are measured between cues only (Listener._job), and without `phone_fit`
+    nothing is refused here."""
     if d.accepted and d.phone_fit is not None and d.phone_fit < MIN_PHONE_FIT:
         return "a sound of it is missing"
     return ""
@@ -1240,7 +1241,7 @@ class Listener:
             decoded, asked = self._submit(job)(), self._done
         self.last = decoded
         self._seed += 1
-        if not coach and (why := _a_sound_missing(decoded)):
+        if why := _a_sound_missing(decoded):
             self.last = decoded = replace(decoded, why=why)
         phrase = decoded.phrase if decoded.accepted else None
         if phrase == Recognizer.WAKE_ONLY:
