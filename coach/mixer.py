@@ -232,18 +232,30 @@ class Mixer:
         self._next = bisect.bisect_left(self._starts, position)
         self._active = [e for e in self._events[: self._next] if e.end > position]
 
-    def skip_silence(self, frames: int) -> bool:
-        """Move past the next `frames` if they are digital silence (nothing sounds there,
-        and there is no under source), without making them; else do nothing and return
-        False. A render writes silence as such (a hole in a WAV) instead of mixing it."""
-        q = self.position + frames
-        if self._active or self.under is not None:
-            return False
-        if self._next < len(self._events) and self._events[self._next].start < q:
-            return False
-        self.position = q
+    def next_run(self, frames: int) -> tuple[bool, Samples]:
+        """The next stretch of at most `frames`, as a render takes it: (True, n) for n
+        frames of digital silence (nothing sounds there, and there is no under source),
+        which `skip` moves past without making them (a hole in a WAV, copies of a silent
+        frame in an MP3); else (False, n) for n frames to `read`, up to where every sound
+        begun by then has ended, so that the silence between two sounds (the second
+        between rhythm pulses) is a stretch of its own, not mixed."""
+        if self.under is not None:
+            return False, frames
+        limit = self.position + frames
+        edge = max((e.end for e in self._active), default=self.position)
+        i = self._next
+        if edge == self.position and (i == len(self._events) or self._events[i].start > edge):
+            start = self._events[i].start if i < len(self._events) else limit
+            return True, min(start, limit) - self.position
+        while i < len(self._events) and self._events[i].start <= edge < limit:
+            edge = max(edge, self._events[i].end)
+            i += 1
+        return False, min(edge, limit) - self.position
+
+    def skip(self, frames: int) -> None:
+        """Move past `frames` of digital silence (`next_run` said they are)."""
+        self.position += frames
         self.foreground = False
-        return True
 
     def read(self, frames: int) -> np.ndarray:
         import numpy as np

@@ -40,7 +40,7 @@ LAME_QUALITY = 7
 #: Digital silence an encoder gets on each side of a cut before it is finished or after
 #: it starts: more than it looks ahead or back (about 2,000 samples at 24 kHz, and the
 #: resampler's few hundred).
-SILENCE_MARGIN: Samples = RATE // 4
+SILENCE_MARGIN: Samples = RATE // 10
 
 
 def preload() -> None:

@@ -231,8 +231,12 @@ def _mixed(mixer: Mixer, end: Samples) -> Iterator[np.ndarray | int]:
     """The mix up to `end`, a block at a time; a block of digital silence (most of a
     session) as its number of frames, which is not mixed at all."""
     while mixer.position < end:
-        frames = min(BLOCK, end - mixer.position)
-        yield frames if mixer.skip_silence(frames) else mixer.read(frames)
+        silent, frames = mixer.next_run(min(BLOCK, end - mixer.position))
+        if silent:
+            mixer.skip(frames)
+            yield frames
+        else:
+            yield mixer.read(frames)
 
 
 class SharedBank(SoundBank):
