@@ -41,6 +41,9 @@ LAME_QUALITY = 7
 #: it starts: more than it looks ahead or back (about 2,000 samples at 24 kHz, and the
 #: resampler's few hundred).
 SILENCE_MARGIN: Samples = RATE // 10
+#: The most of a centred stretch kept to be encoded as mono (one channel at RATE, 5.8
+#: MB): a longer one, as under an ambient track, is encoded as stereo as it comes.
+MONO_LIMIT: Samples = 30 * RATE
 
 
 def preload() -> None:
@@ -70,6 +73,11 @@ class Mp3Settings:
         """Samples at RATE between frame starts: pieces start on this grid."""
         return self.frame * RATE // self.rate
 
+    @property
+    def key(self) -> bytes:
+        """These settings in a few bytes (for `ENCODED`)."""
+        return f"{self.rate}/{self.vbr}/{self.kbps}".encode()
+
 
 #: The settings a --quality name gives. normal: about 64-96 kb/s while sound plays
 #: (VBR, so the silence between cues costs almost nothing), a 36-minute session in 6-8 MB.
@@ -98,6 +106,47 @@ def settings_for(quality: str | int) -> Mp3Settings:
     return Mp3Settings(rate=rate, kbps=quality)
 
 
+class _Encoded:
+    """The frames that centred stretches of sound were encoded to, by a digest of the
+    samples and the settings, the most recently used kept up to `budget` bytes: a
+    session's rhythm pulses repeat on the frame grid (one every 1.2 s is one every 50
+    frames), so most are the same stretch, and the paces of a batch share them too.
+    Shared by the threads that encode pieces at once."""
+
+    def __init__(self, budget: int) -> None:
+        import threading
+
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._frames: dict[bytes, bytes] = {}  # in the order last used
+        self._bytes = 0
+        self.hits = 0  # stretches found here
+        self.misses = 0  # stretches encoded (as mono) for want of them
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._lock:
+            frames = self._frames.pop(key, None)
+            if frames is None:
+                self.misses += 1
+            else:
+                self._frames[key] = frames
+                self.hits += 1
+            return frames
+
+    def put(self, key: bytes, frames: bytes) -> None:
+        with self._lock:
+            if len(frames) > self.budget // 8 or key in self._frames:
+                return
+            self._frames[key] = frames
+            self._bytes += len(frames)
+            while self._bytes > self.budget:
+                self._bytes -= len(self._frames.pop(next(iter(self._frames))))
+
+
+#: 4 MB: the pulses and bells of any session, and a few of its cues.
+ENCODED = _Encoded(4 << 20)
+
+
 class Mp3Piece:
     """One piece of a session: float32 blocks at RATE in, MP3 frames out (kept in memory:
     a 36-minute session is a few MB).
@@ -119,12 +168,26 @@ class Mp3Piece:
         self._open()
 
     def _open(self) -> None:
+        """Start an encoder: while what it is given is centred (the same in both
+        channels), it is only kept (as one channel at RATE), to be encoded as mono and
+        rewritten as joint stereo (``coach.mp3stereo``) when the encoder is finished;
+        the first sound that is not centred, or more than MONO_LIMIT of it, turns it into
+        a stereo encoder, which is given what was kept first."""
+        self._encoded = bytearray()
+        self._centred: list[np.ndarray] | None = None
+        self._centred_frames: Samples = 0
+        if self.channels == 2 and self.settings.vbr is not None:
+            self._centred = []  # a constant bitrate leaves no room for stereo's side info
+        else:
+            self._open_lame(self.channels)
+
+    def _open_lame(self, channels: int) -> None:
         import lameenc
         import soxr
 
         enc = lameenc.Encoder()
         enc.silence()  # LAME prints nothing on our stdout
-        enc.set_channels(self.channels)
+        enc.set_channels(channels)
         enc.set_in_sample_rate(self.settings.rate)
         enc.set_out_sample_rate(self.settings.rate)  # else LAME may pick a lower one for VBR
         enc.set_quality(LAME_QUALITY)
@@ -134,15 +197,21 @@ class Mp3Piece:
         else:
             enc.set_bit_rate(self.settings.kbps)
         self._enc = enc
-        self._encoded = bytearray()
         # Medium quality is soxr's 16-bit one: the samples go to LAME as 16 bits.
         self._resampler = (
-            soxr.ResampleStream(
-                RATE, self.settings.rate, self.channels, dtype="float32", quality="MQ"
-            )
+            soxr.ResampleStream(RATE, self.settings.rate, channels, dtype="float32", quality="MQ")
             if self.settings.rate != RATE
             else None
         )
+
+    def _go_stereo(self) -> None:
+        """Encode as stereo from the encoder's start on: what was kept, then the rest."""
+        import numpy as np
+
+        kept, self._centred = self._centred or [], None
+        self._open_lame(self.channels)
+        for part in kept:
+            self._feed(np.repeat(part[:, None], 2, axis=1))
 
     def skip(self, frames: int) -> None:
         """Append `frames` of digital silence."""
@@ -200,12 +269,28 @@ class Mp3Piece:
             self._feed(np.zeros((min(RATE, frames - done), self.channels), dtype=np.float32))
 
     def _feed(self, block: np.ndarray) -> None:
+        if self._centred is not None:
+            import numpy as np
+
+            if self._centred_frames + len(block) <= MONO_LIMIT and np.array_equal(
+                block[:, 0], block[:, 1]
+            ):
+                self._centred.append(block[:, 0].copy())
+                self._centred_frames += len(block)
+                return
+            self._go_stereo()
         if self._resampler is not None:
             block = self._resampler.resample_chunk(block)
         self._encode(block)
 
     def _close(self) -> bytearray:
         """Finish the encoder under way; its frames."""
+        if self._centred is not None:
+            mono = self._mono_frames()
+            if mono is not None:
+                self._encoded = mono
+                return mono
+            self._go_stereo()  # LAME made what cannot be rewritten: encode it as stereo
         if self._resampler is not None:
             import numpy as np
 
@@ -213,6 +298,36 @@ class Mp3Piece:
             self._encode(self._resampler.resample_chunk(empty, last=True))
         self._encoded += self._enc.flush()
         return self._encoded
+
+    def _mono_frames(self) -> bytearray | None:
+        """What was kept, encoded as mono and rewritten as joint stereo (or the frames
+        the same sound made before, see `_Encoded`); None if LAME made frames that
+        `joint_stereo` cannot rewrite (it has not, in any test)."""
+        import hashlib
+
+        import numpy as np
+
+        from coach.mp3stereo import joint_stereo
+
+        kept = self._centred or []
+        channel = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+        key = hashlib.blake2b(channel.tobytes(), digest_size=16, person=self.settings.key)
+        known = ENCODED.get(key.digest())
+        if known is not None:
+            return bytearray(known)
+        self._open_lame(1)
+        if self._resampler is not None:
+            channel = self._resampler.resample_chunk(channel[:, None], last=True)
+        self._encode(channel)
+        self._encoded += self._enc.flush()
+        try:
+            frames = joint_stereo(self._encoded)[0]
+        except ValueError:
+            self._encoded = bytearray()
+            self._centred = kept
+            return None
+        ENCODED.put(key.digest(), bytes(frames))
+        return frames
 
     def _encode(self, block: np.ndarray) -> None:
         import numpy as np

@@ -281,6 +281,168 @@ def test_compressed_files_carry_title_artist_album_and_comment(tmp_path, ext):
 
 
 @needs_ffprobe
+def centred_sound(seconds: float, seed: int = 7) -> np.ndarray:
+    """One channel of what a session mostly holds: tones that come and go under noise,
+    and clicks sharp enough that LAME switches to short blocks for them."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.3 * np.sin(t))) * (0.6 + 0.4 * np.sin(3 * t))
+    x += 0.02 * rng.standard_normal(len(t))
+    for at in np.arange(0.25, seconds - 0.1, 0.5):
+        i = round(at * RATE)
+        x[i : i + 40] += 0.8 * np.exp(-np.arange(40) / 8)
+    return np.clip(x, -1, 1).astype(np.float32)
+
+
+def lame_mono(x: np.ndarray, rate: int, vbr: int) -> bytes:
+    import lameenc
+
+    enc = lameenc.Encoder()
+    enc.silence()
+    enc.set_channels(1)
+    enc.set_in_sample_rate(rate)
+    enc.set_out_sample_rate(rate)
+    enc.set_quality(mp3.LAME_QUALITY)
+    enc.set_vbr(4)
+    enc.set_vbr_quality(vbr)
+    pcm = pcm16(at_rate(x, rate)).astype("<i2").tobytes()
+    return bytes(enc.encode(pcm) + enc.flush())
+
+
+def decoded_by_both(
+    frames: bytes, sizes: list[int], samples: int, settings: mp3.Mp3Settings, path: Path
+) -> list[np.ndarray]:
+    """Frames of `samples` (at RATE) written as a file, after an Info frame (without
+    one, libsndfile takes a VBR stream's length from its first frame): as ffmpeg
+    decodes it, and as libsndfile (mpg123) does; float, as many channels as it has."""
+    with open(path, "wb") as out:
+        mp3.join([(frames, samples, sizes)], settings, out)
+    channels = int(ffprobe(path, "-show_streams")["streams"][0]["channels"])
+    pcm = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    ours = np.frombuffer(pcm, dtype=np.float32).reshape(-1, channels)
+    theirs, _ = sf.read(path, dtype="float32", always_2d=True)
+    return [ours, theirs]
+
+
+@needs_ffprobe
+@pytest.mark.parametrize(("rate", "vbr"), [(24_000, 5), (24_000, 9), (RATE, 3)])
+def test_mono_frames_rewritten_as_joint_stereo_decode_to_the_same_sound_in_both_channels(
+    tmp_path, rate, vbr
+):
+    from coach.mp3stereo import joint_stereo
+
+    x = centred_sound(6.0)
+    mono = lame_mono(x, rate, vbr)
+    stereo, sizes = joint_stereo(mono)
+    assert list(sizes) == list(mp3.frame_sizes(stereo)) and sum(sizes) == len(stereo)
+    starts = itertools.accumulate([0, *sizes])
+    frames = [stereo[a : a + n] for a, n in zip(starts, sizes, strict=False)]
+    assert all(f[3] >> 4 == 0b0110 for f in frames)  # joint stereo, mid/side on
+    # Short blocks were among them (the window flag of the first granule's mid channel:
+    # after main_data_begin, the private bits, scfsi, part2_3_length, big_values,
+    # global_gain and scalefac_compress).
+    flag_at = 32 + (9 + 3 + 8 + 12 + 9 + 8 + 4 if rate == RATE else 8 + 2 + 12 + 9 + 8 + 9)
+    assert any(int.from_bytes(f[:12], "big") >> (96 - flag_at - 1) & 1 for f in frames)
+    # Each decoder decodes the rewritten frames to its decoding of the mono ones, in
+    # both channels (ffmpeg and mpg123 round differently: each is held to itself).
+    settings = mp3.Mp3Settings(rate=rate, vbr=vbr)
+    mono_sizes = list(mp3.frame_sizes(mono))
+    for one, both in zip(
+        decoded_by_both(mono, mono_sizes, len(x), settings, tmp_path / "mono.mp3"),
+        decoded_by_both(bytes(stereo), list(sizes), len(x), settings, tmp_path / "st.mp3"),
+        strict=True,
+    ):
+        assert one.shape == (len(x) * rate // RATE, 1) and both.shape == (len(one), 2)
+        assert snr_db(at_rate(x, rate), one[:, 0]) > 15
+        assert np.abs(both - one).max() < 1e-6
+
+
+def test_joint_stereo_refuses_frames_that_are_not_mono():
+    from coach.mp3stereo import joint_stereo
+
+    piece = mp3.Mp3Piece(mp3.QUALITIES["normal"], 2)
+    piece.write(stereo_signal(0.5).clip(-1, 1))
+    with pytest.raises(ValueError, match="not a mono layer III frame"):
+        joint_stereo(piece.finish())
+
+
+@needs_ffprobe
+def test_centred_sound_is_encoded_as_mono_and_panned_sound_as_stereo(tmp_path, monkeypatch):
+    # The same session but for one sample of one channel, a step of 16 bits off: it must
+    # be encoded as stereo; the centred one as mono (rewritten, no larger), and both
+    # decode to what went in, with a panned burst after it panned.
+    x = np.zeros((8 * RATE, 2), np.float32)
+    x[: 5 * RATE] = centred_sound(5.0)[:, None]
+    x[6 * RATE :] = bursts(2.0, [0.5])  # left louder than right
+    nudged = x.copy()
+    nudged[RATE, 0] += 1 / 32768
+    monkeypatch.setattr(mp3, "ENCODED", mp3._Encoded(1 << 20))  # what this test made
+    sizes = {}
+    for name, sound in (("centred", x), ("nudged", nudged)):
+        path = tmp_path / f"{name}.mp3"
+        misses = mp3.ENCODED.misses
+        write_in_blocks(path, sound)
+        assert mp3.ENCODED.misses - misses == (name == "centred")
+        sizes[name] = path.stat().st_size
+        decoded, rate = decode(path)
+        want = at_rate(sound, rate)
+        assert len(decoded) == len(want)
+        span = slice(rate // 2, 4 * rate)
+        assert snr_db(want[span, 0], decoded[span, 0]) > 15
+        assert snr_db(want[span, 1], decoded[span, 1]) > 15
+        if name == "centred":
+            assert np.array_equal(decoded[: 5 * rate, 0], decoded[: 5 * rate, 1])
+        burst = decoded[6 * rate :]
+        assert np.abs(burst[:, 0]).max() > 1.5 * np.abs(burst[:, 1]).max()
+    assert sizes["centred"] <= sizes["nudged"]
+
+
+@needs_ffprobe
+def test_a_stretch_heard_again_on_the_frame_grid_is_encoded_once(tmp_path, monkeypatch):
+    # Pulses every 50 frames, as a session's rhythm: one encoding serves them all; one
+    # off the grid by a sample is encoded for itself, and each is where it belongs.
+    grid = mp3.QUALITIES["normal"].grid
+    pulse = centred_sound(0.2, seed=3) * np.hanning(round(0.2 * RATE)).astype(np.float32)
+    x = np.zeros((12 * RATE, 2), np.float32)
+    starts = [k * 50 * grid for k in range(1, 9)] + [9 * 50 * grid + 1]
+    for start in starts:
+        x[start : start + len(pulse)] = pulse[:, None]
+    monkeypatch.setattr(mp3, "ENCODED", mp3._Encoded(1 << 20))  # what this test made
+    path = tmp_path / "pulses.mp3"
+    with AudioWriter(path) as out:  # as a render writes: the silence as such
+        edges = [0, *itertools.chain(*((a, a + len(pulse)) for a in starts)), len(x)]
+        for k, (a, b) in enumerate(itertools.pairwise(edges)):
+            out.write(x[a:b] if k % 2 else b - a)
+        out.commit()
+    # The silence before the first pulse, then the first, are encoded; and the last.
+    assert (mp3.ENCODED.misses, mp3.ENCODED.hits) == (3, len(starts) - 2)
+    decoded, rate = decode(path)
+    want = at_rate(x, rate)
+    for start in starts:
+        i = start * rate // RATE
+        assert lag(want[:, 0], decoded[:, 0], i, rate // 5) == 0
+        assert snr_db(want[i : i + rate // 5, 0], decoded[i : i + rate // 5, 0]) > 15
+
+
+def test_an_encoding_that_cannot_be_rewritten_is_made_again_as_stereo(tmp_path, monkeypatch):
+    import coach.mp3stereo
+
+    def refuse(data: bytes) -> None:
+        raise ValueError("refused")
+
+    monkeypatch.setattr(coach.mp3stereo, "joint_stereo", refuse)
+    x = np.repeat(centred_sound(2.0, seed=11)[:, None], 2, axis=1)
+    path = tmp_path / "stereo.mp3"
+    write_in_blocks(path, x)
+    decoded, rate = decode(path)
+    want = at_rate(x, rate)
+    assert len(decoded) == len(want) and snr_db(want[:, 0], decoded[:, 0]) > 15
+
+
 def test_mono_mp3_stays_mono(tmp_path):
     path = tmp_path / "mono.mp3"
     write_in_blocks(path, stereo_signal(0.5)[:, 0], channels=1)
