@@ -250,7 +250,8 @@ class Mixer:
         while i < len(self._events) and self._events[i].start <= edge < limit:
             edge = max(edge, self._events[i].end)
             i += 1
-        return False, min(edge, limit) - self.position
+        # (only sounds of no length here: mixed all the same, as silence)
+        return False, (min(edge, limit) - self.position) or frames
 
     def skip(self, frames: int) -> None:
         """Move past `frames` of digital silence (`next_run` said they are)."""

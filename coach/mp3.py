@@ -8,7 +8,10 @@ whole stream would carry around that point (silence encodes as silence, and a fr
 encoder's first frame uses no bit reservoir). Each piece is resampled and encoded on its
 own; ``join`` keeps each piece's frames up to the next piece's start and writes them
 after an Info frame (Xing header with a LAME tag: the frame count, a seek table, the
-encoder delay and padding), so decoders trim to the session's exact length.
+encoder delay and padding), so decoders trim to the session's exact length. A centred
+stretch (the same in both channels: all but the side chimes) is encoded as mono, half
+the work, and carried in stereo frames (``coach.mp3stereo``); one already encoded by this
+process (the rhythm's pulses repeat on the frame grid) is not encoded again.
 
 numpy, soxr and lameenc are imported inside functions so that importing this module
 stays cheap.
@@ -344,8 +347,8 @@ def silent_frame(settings: Mp3Settings, channels: int) -> bytes:
     """One frame of digital silence: a header, side information of zeros (no bits for
     any granule, no bit reservoir), at the stream's rate and bitrate (the least, for VBR)."""
     version = 3 if settings.frame == 1152 else 2
-    rate_index = _RATES[version].index(settings.rate)
-    index = _KBPS[version].index(settings.kbps) if settings.kbps else 1
+    rate_index = SAMPLE_RATES[version].index(settings.rate)
+    index = KBPS[version].index(settings.kbps) if settings.kbps else 1
     mode = 0b01 if channels == 2 else 0b11  # joint stereo, as LAME writes; or mono
     header = bytes([0xFF, 0xE0 | version << 3 | 0b011, index << 4 | rate_index << 2, mode << 6])
     return header + bytes(_frame_size(header) - 4)
@@ -353,11 +356,11 @@ def silent_frame(settings: Mp3Settings, channels: int) -> bytes:
 
 # -- frames ---------------------------------------------------------------------------
 
-_KBPS = {  # bitrate index -> kb/s, by MPEG version (3: MPEG-1, 2: MPEG-2), layer III
+KBPS = {  # bitrate index -> kb/s, by MPEG version (3: MPEG-1, 2: MPEG-2), layer III
     3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
     2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
 }
-_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000)}
+SAMPLE_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000)}
 
 
 def _frame_size(header: bytes) -> int:
@@ -366,10 +369,10 @@ def _frame_size(header: bytes) -> int:
         return 0
     version = (header[1] >> 3) & 3
     index, rate_index = header[2] >> 4, (header[2] >> 2) & 3
-    if version not in _KBPS or index in (0, 15) or rate_index == 3:
+    if version not in KBPS or index in (0, 15) or rate_index == 3:
         return 0
     per_frame = 144 if version == 3 else 72
-    return per_frame * _KBPS[version][index] * 1000 // _RATES[version][rate_index] + (
+    return per_frame * KBPS[version][index] * 1000 // SAMPLE_RATES[version][rate_index] + (
         (header[2] >> 1) & 1
     )
 

@@ -24,12 +24,8 @@ from array import array
 from dataclasses import dataclass
 from functools import cache
 
-#: Bitrates (kb/s) by MPEG version bits (3: MPEG-1, 2: MPEG-2), layer III.
-_KBPS = {
-    3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
-    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-}
-_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000)}
+from coach.mp3 import KBPS, SAMPLE_RATES
+
 #: Bytes of the decoder's input buffer (7680 bits) a frame's data may reach back into,
 #: with the frame itself.
 _BUFFER = 960
@@ -66,7 +62,7 @@ def _rooms(version: int, rate_index: int) -> tuple[list[int], list[int]]:
     """For bitrate indexes 1..14 of a stereo frame: (its bytes of main data room, its
     bytes), the rooms in rising order."""
     per_frame = 144 if version == 3 else 72
-    sizes = [per_frame * k * 1000 // _RATES[version][rate_index] for k in _KBPS[version][1:]]
+    sizes = [per_frame * k * 1000 // SAMPLE_RATES[version][rate_index] for k in KBPS[version][1:]]
     side = 4 + _LAYOUTS[version].side_bytes(2)
     return [size - side for size in sizes], sizes
 
@@ -90,7 +86,7 @@ def joint_stereo(mono: bytes | bytearray) -> tuple[bytearray, array[int]]:
             raise ValueError(f"a frame this module does not rewrite at byte {pos}")
         layout = _LAYOUTS[version]
         new_rooms, new_sizes = _rooms(version, rate_index)
-        size = new_sizes[index - 1]
+        size = new_sizes[index - 1]  # (a frame's size is its bitrate's, mono or stereo)
         side_len = layout.side_bytes(1)
         side = int.from_bytes(mono[pos + 4 : pos + 4 + side_len], "big")
         # The mono side information, last field first.

@@ -108,6 +108,35 @@ def mixed(prepared) -> np.ndarray:
     return mixer.read(prepared.timeline.total)
 
 
+def test_a_render_mixes_only_the_sound_and_skips_each_silence_even_between_pulses(prepared):
+    bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
+    gain = session_gain(prepared.timeline, bank)
+    mixer = Mixer(prepared.timeline, bank, gain=gain)
+    made, skipped = [], []
+    while mixer.position < prepared.timeline.total:
+        silent, n = mixer.next_run(min(RATE, prepared.timeline.total - mixer.position))
+        assert n > 0
+        if silent:
+            skipped.append((mixer.position, n))
+            mixer.skip(n)
+            made.append(np.zeros((n, 2), np.float32))
+        else:
+            made.append(mixer.read(n))
+    # The same samples as mixing it all, and every silence between two pulses (a second
+    # apart, in "Slow circles") skipped.
+    assert np.array_equal(np.concatenate(made), mixed(prepared))
+    pulses = sorted(e.start for e in prepared.timeline.events if e.kind == "pulse")
+    gaps = [(a, b) for a, b in itertools.pairwise(pulses) if b - a <= RATE]
+    ends = {e.start: e.end for e in prepared.timeline.events if e.kind == "pulse"}
+    quiet = {start for start, _ in skipped}
+    overlapping = [e for e in prepared.timeline.events if e.kind != "pulse"]
+    alone = [
+        (a, b) for a, b in gaps if not any(e.start < b and e.end > ends[a] for e in overlapping)
+    ]
+    assert alone  # pulses with no cue between them
+    assert all(ends[a] in quiet for a, _ in alone)
+
+
 def test_an_mp3_made_on_several_cores_is_whole_at_every_join(prepared, tmp_path):
     out = tmp_path / "cores.mp3"
     render(prepared, out, RenderOptions(threads=3))
