@@ -9,4 +9,5 @@ scripts/setup.sh --test
 .venv/bin/mypy coach
 # Tests get their own speech cache, so a run starts cold and leaves the user's alone.
 export XDG_CACHE_HOME="${XDG_CACHE_HOME_FOR_TESTS:-$(mktemp -d)}"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The ten slowest tests are listed at the end: where the suite's time goes.
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@"

@@ -43,6 +43,7 @@ from coach.voicepack import load_pack
 pytest_plugins = ["pulse"]
 pytestmark = [
     pytest.mark.tts,
+    pytest.mark.slow,
     pytest.mark.skipif(not piper_available(), reason="the Piper voice is not installed"),
 ]
 

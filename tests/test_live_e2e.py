@@ -22,7 +22,7 @@ from coach.timeline import SPEECH
 from coach.units import RATE
 
 pytest_plugins = ["pulse"]
-pytestmark = pytest.mark.tts
+pytestmark = [pytest.mark.tts, pytest.mark.slow]
 
 ROUTINE = """\
 routine: 1

