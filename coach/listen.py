@@ -85,7 +85,7 @@ MIN_FIT_WAKE = -6.0
 MIN_FIT_COMMAND = -8.0
 MIN_FIT_DIRECT = -15.0
 #: Between cues, every phone of the words found must fit to MIN_PHONE_FIT, against the
-#: free loop over the same frames (acoustic score per frame; `_a_sound_missing`). Set
+#: free loop over the same frames (acoustic score per frame; Recognizer._decide). Set
 #: from the commands alone: in bench_listen the worst phone of the 178 accepted between
 #: cues fit at -94; chatter that passed every other check, at -57 to -153.
 MIN_PHONE_FIT = -105.0
@@ -331,7 +331,8 @@ class Recognizer:
     ) -> Decoded:
         """What `recognize` decides, with the measures it decides on, and how long
         deciding took (`took`, seconds of wall time). `phones`: measure how well each
-        phone of the words found fits, too (`phone_fit`; it takes a pass more)."""
+        phone of the words found fits, too (`phone_fit`; it takes a pass more), and
+        refuse what fits as a whole but has a phone under MIN_PHONE_FIT."""
         began = time.perf_counter()
         decoded = self._decide(pcm, bare, voiced, phones)
         return replace(decoded, took=time.perf_counter() - began)
@@ -383,9 +384,14 @@ class Recognizer:
         if loop is None or frames <= 0:
             return Decoded(phrase, "no phones")
         fit = (score - loop.score) / frames * 1e4
-        measures = {"fit": fit, "span": span, "cover": cover, "wake_time": wake_time}
-        if aligned:
-            measures["phone_fit"] = _worst_phone(aligned, loop)
+        phone_fit = _worst_phone(aligned, loop) if aligned else None
+        measures = {
+            "fit": fit,
+            "span": span,
+            "cover": cover,
+            "wake_time": wake_time,
+            "phone_fit": phone_fit,
+        }
         if fit < (MIN_FIT if strict else MIN_FIT_DIRECT):
             return Decoded(phrase, "a poor fit", **measures)
         wake_fit = command_fit = None
@@ -399,6 +405,14 @@ class Recognizer:
             command_fit = fit
         weak = command_fit is not None and command_fit < MIN_FIT_COMMAND
         why = "not a command" if weak else ""
+        # Last, as it fits as a whole: one of its phones may fit far worse than the free
+        # loop over the same frames. Chatter that passes for a command after the wake
+        # word ("oh, that's nice" for "coach, next") mostly has the "ch" of "coach"
+        # squeezed into its shortest time, fitting at -110 to -150; over the coach's
+        # speech, what the canceller leaves of the echo does that to real commands too,
+        # so phones are measured between cues only (Listener._job).
+        if not why and phone_fit is not None and phone_fit < MIN_PHONE_FIT:
+            why = "a sound of it is missing"
         return Decoded(phrase, why, wake_fit=wake_fit, command_fit=command_fit, **measures)
 
     def _phones_aligned(self, pcm: bytes) -> list[tuple[int, int, int]] | None:
@@ -738,20 +752,6 @@ def _weak_over_the_coach(d: Decoded) -> str:
         return "a poor fit over the coach"
     if d.cover is not None and d.cover < MIN_COVER:
         return "part of longer talk over the coach"
-    return ""
-
-
-def _a_sound_missing(d: Decoded) -> str:
-    """Why a command (or the wake word alone) heard between cues is refused although
-    it fits as a whole, or "": one of its phones fits far worse than the free loop of
-    phones over the same frames (MIN_PHONE_FIT). Chatter that passes for a command
-    after the wake word ("oh, that's nice" for "coach, next") mostly has the "ch" of
-    "coach" squeezed into its shortest time, fitting at -110 to -150; over the coach's
-    speech, what the canceller leaves of the echo does that to real commands too, so
-    phones are measured between cues only (Listener._job), and without `phone_fit`
-    nothing is refused here."""
-    if d.accepted and d.phone_fit is not None and d.phone_fit < MIN_PHONE_FIT:
-        return "a sound of it is missing"
     return ""
 
 
@@ -1241,8 +1241,6 @@ class Listener:
             decoded, asked = self._submit(job)(), self._done
         self.last = decoded
         self._seed += 1
-        if why := _a_sound_missing(decoded):
-            self.last = decoded = replace(decoded, why=why)
         phrase = decoded.phrase if decoded.accepted else None
         if phrase == Recognizer.WAKE_ONLY:
             self._woke_until = t1 + WAKE_WINDOW
