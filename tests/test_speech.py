@@ -530,11 +530,13 @@ def test_ctrl_c_while_workers_start_prints_no_traceback(tmp_path: Path) -> None:
 
 @pytest.mark.tts
 def test_a_failure_on_a_very_long_cue_blames_its_length(cache: SpeechCache) -> None:
-    long_text = " ".join(["Breathe slowly and let your hands rest on the back."] * 60)
+    # Long enough, and the time short enough, to time out on a fast machine too (600
+    # words were spoken within 0.5 s on one).
+    long_text = " ".join(["Breathe slowly and let your hands rest on the back."] * 100)
     with pytest.raises(SpeechError) as caught:
-        Synthesizer(cache, timeout=0.5).ensure([long_text], EN)
+        Synthesizer(cache, timeout=0.2).ensure([long_text], EN)
     message = str(caught.value)
-    assert "600 words, too long to speak in one go: split it" in message, message
+    assert "1000 words, too long to speak in one go: split it" in message, message
     assert "espeak-ng -w" not in message and "\n" not in message
 
 
