@@ -128,20 +128,38 @@ class Summary:
 
 def summarize(x: np.ndarray) -> Summary:
     """The summary of mono samples at RATE; the energy is estimated at ESTIMATE_RATE."""
+    return summary_of(x, k_weighted(at_estimate_rate(x, RATE), ESTIMATE_RATE) ** 2)
+
+
+def summary_of(x: np.ndarray, energy: np.ndarray, scale: float = 1.0) -> Summary:
+    """The summary of mono samples `x` at RATE (each sample times `scale`: 1 / 32768 for
+    16-bit ones) whose K-weighted energy, sample by sample at ESTIMATE_RATE, is
+    `energy` (as `summarize` measures it, or as `measured_level` gives it for a clip it
+    levels)."""
     import numpy as np
-    import soxr
 
     step = RATE // ESTIMATE_RATE
-    y = soxr.resample(np.asarray(x, dtype=np.float32), RATE, ESTIMATE_RATE, quality="LQ")
-    energy = k_weighted(y, ESTIMATE_RATE) ** 2 * step
-    fine = np.concatenate([np.zeros(1), np.cumsum(energy)])
+    fine = np.concatenate([np.zeros(1), np.cumsum(energy * step)])
     every = CURVE_STEP // step
     curve = fine[::every]
     if (len(fine) - 1) % every:
         curve = np.concatenate([curve, fine[-1:]])
+    return Summary(len(x), curve.astype(np.float64), hop_peaks(x, scale))
+
+
+def hop_peaks(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The largest |sample| of each stretch of HOP_SAMPLES (the last may be shorter),
+    times `scale`, as float32: the largest of each stretch's maximum and minus its
+    minimum, so 16-bit samples are read as they are (no float copy, and -32768 has an
+    absolute value there)."""
+    import numpy as np
+
     hop = HOP_SAMPLES
-    peaks = np.abs(np.pad(x, (0, -len(x) % hop))).reshape(-1, hop).max(axis=1)
-    return Summary(len(x), curve.astype(np.float64), peaks.astype(np.float32))
+    whole = len(x) // hop * hop
+    parts = [x[:whole].reshape(-1, hop)] + ([x[whole:][None, :]] if whole < len(x) else [])
+    top = np.concatenate([p.max(axis=1).astype(np.float32) for p in parts])
+    bottom = np.concatenate([p.min(axis=1).astype(np.float32) for p in parts])
+    return np.maximum(top, -bottom) * np.float32(scale)
 
 
 def gated_loudness(block_power: np.ndarray) -> float:
@@ -181,26 +199,42 @@ def integrated(x: np.ndarray, rate: int = RATE) -> float:
 
     if len(x) == 0:
         return float("-inf")
-    if len(x) < (_BLOCK + _HOP) * rate:
+    if _too_short(len(x), rate):
         x = np.concatenate([x] * (int((_BLOCK + _HOP) * rate) // len(x) + 1))
     y = k_weighted(x, rate)
-    energy = y * y if y.ndim == 1 else (y * y).sum(axis=1)
+    return _gated(y * y if y.ndim == 1 else (y * y).sum(axis=1), rate)
+
+
+def _too_short(n: int, rate: int) -> bool:
+    """Whether `integrated` measures n samples as if repeated (shorter than a block)."""
+    return n < (_BLOCK + _HOP) * rate
+
+
+def _gated(energy: np.ndarray, rate: int) -> float:
+    """Integrated loudness from the K-weighted energy of each sample (channels summed)."""
+    import numpy as np
+
     block, hop = round(_BLOCK * rate), round(_HOP * rate)
     sums = np.concatenate([np.zeros(1), np.cumsum(energy)])
-    starts = np.arange(0, len(y) - block + 1, hop)
+    starts = np.arange(0, len(energy) - block + 1, hop)
     return gated_loudness((sums[starts + block] - sums[starts]) / block)
+
+
+def at_estimate_rate(x: np.ndarray, rate: int) -> np.ndarray:
+    """Mono samples at `rate` resampled to ESTIMATE_RATE (float32)."""
+    import numpy as np
+    import soxr
+
+    x = np.asarray(x, dtype=np.float32)
+    if rate == ESTIMATE_RATE:
+        return x
+    return soxr.resample(x, rate, ESTIMATE_RATE, quality="LQ")
 
 
 def estimate(x: np.ndarray, rate: int = RATE) -> float:
     """Integrated loudness of mono samples, measured at ESTIMATE_RATE (speech loses
     under 0.15 dB there, and it costs a fraction of the full-rate measurement)."""
-    import numpy as np
-    import soxr
-
-    if rate > ESTIMATE_RATE:
-        x = soxr.resample(np.asarray(x, dtype=np.float32), rate, ESTIMATE_RATE, quality="LQ")
-        rate = ESTIMATE_RATE
-    return integrated(x, rate)
+    return integrated(at_estimate_rate(x, rate), ESTIMATE_RATE)
 
 
 def _running_min(x: np.ndarray, width: int) -> np.ndarray:
@@ -228,11 +262,60 @@ def limit(x: np.ndarray, ceiling: float, rate: int = RATE) -> np.ndarray:
     values no greater than the gain its own chunk needs: every sample ends at or under
     the ceiling, and the gain starts falling about W/2 before a peak.
     """
+    gain = _limiter_gain(x, ceiling, rate)
+    return x if gain is None else gain.apply(x)
+
+
+@dataclass(frozen=True)
+class _Gain:
+    """A limiter's gain: `gain[j]` at the centre of chunk j (`centres[j]`, in samples),
+    linear between centres. A sample's gain comes from the two centres around it, so
+    it differs from 1 only in a chunk marked `near` (it or a neighbour needs less)."""
+
+    centres: np.ndarray
+    gain: np.ndarray
+    near: np.ndarray
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """x times the gain, in x's dtype. Only the chunks near a peak are scaled: the
+        rest, most of a clip, are exactly x * 1.0 (computing their gain took two
+        thirds of the limiter's time)."""
+        import numpy as np
+
+        at = (np.flatnonzero(self.near)[:, None] * _CHUNK + np.arange(_CHUNK)).ravel()
+        at = at[at < len(x)]
+        out = x.copy()
+        out[at] = x[at] * np.interp(at, self.centres, self.gain)
+        return out
+
+    def every(self, step: float, n: int) -> np.ndarray:
+        """The gain at the n sample positions 0, step, 2 * step, ... (float64): worked
+        out only in the runs of chunks marked `near`, the rest being 1."""
+        import numpy as np
+
+        out = np.ones(n)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], self.near.view(np.int8), [0]])))
+        first, end = edges[::2], edges[1::2]  # runs of near chunks, [first, end)
+        lo = np.minimum(np.ceil(first * _CHUNK / step).astype(np.int64), n)
+        hi = np.minimum(np.ceil(end * _CHUNK / step).astype(np.int64), n)
+        hi[end == len(self.near)] = n  # past the last centre: its gain
+        counts = np.maximum(hi - lo, 0)
+        if counts.sum() == 0:
+            return out
+        # The positions of every run, one after another: lo[r], lo[r] + 1, ..., hi[r] - 1.
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        at = np.arange(counts.sum()) + starts
+        out[at] = np.interp(at * step, self.centres, self.gain)
+        return out
+
+
+def _limiter_gain(x: np.ndarray, ceiling: float, rate: int) -> _Gain | None:
+    """The gain `limit` applies, or None where no sample passes the ceiling."""
     import numpy as np
 
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     if peak <= ceiling:
-        return x
+        return None
     chunks = -(-len(x) // _CHUNK)
     loud = np.zeros(chunks * _CHUNK, dtype=np.float64)
     loud[: len(x)] = np.abs(x)
@@ -243,27 +326,53 @@ def limit(x: np.ndarray, ceiling: float, rate: int = RATE) -> np.ndarray:
     # A centred moving average of width w + 1, by cumulative sums (O(n) for any w).
     padded = np.concatenate([np.full(w // 2 + 1, floor[0]), floor, np.full(w - w // 2, floor[-1])])
     sums = np.cumsum(padded)
-    gain = (sums[w + 1 :] - sums[: -(w + 1)])[:chunks] / (w + 1)
-    centres = np.arange(chunks) * _CHUNK + (_CHUNK - 1) / 2
-    return (x * np.interp(np.arange(len(x)), centres, gain)).astype(x.dtype)
+    # At most 1, as a blend of values that are: the sums' rounding can pass it by 1e-16.
+    gain = np.minimum((sums[w + 1 :] - sums[: -(w + 1)])[:chunks] / (w + 1), 1.0)
+    below = gain < 1.0
+    near = below.copy()
+    near[1:] |= below[:-1]
+    near[:-1] |= below[1:]
+    return _Gain(np.arange(chunks) * _CHUNK + (_CHUNK - 1) / 2, gain, near)
 
 
 def level_speech(x: np.ndarray, rate: int = RATE) -> np.ndarray:
     """A speech clip at SPEECH_LUFS (within about 0.3 LU) with peaks under SPEECH_PEAK
     (float32 mono). The loudness is an estimate: each render measures its session's
     loudness again and corrects it (coach.mixer.session_gain)."""
+    return measured_level(x, rate)[0]
+
+
+def measured_level(x: np.ndarray, rate: int = RATE) -> tuple[np.ndarray, np.ndarray]:
+    """`level_speech`'s samples, and their K-weighted energy sample by sample at
+    ESTIMATE_RATE (as `summary_of` takes it) from the one measurement levelling makes:
+    the clip's own, scaled by the level's gain (exactly: the filters are linear) and by
+    the limiter's (approximately: that gain is smooth over milliseconds, and the
+    K-weighting's response to speech is shorter). A clip limited by over 6 dB is
+    measured again instead. Measured on every cue of the built-in routines against
+    `summarize` of the finished clip: within 0.1 dB (tests/test_loudness.py)."""
     import numpy as np
 
     y = x.astype(np.float32)
-    loud = estimate(y, rate)
+    low = at_estimate_rate(y, rate)
+    weighted = k_weighted(low, ESTIMATE_RATE)
+    energy = weighted * weighted
+    short = _too_short(len(low), ESTIMATE_RATE)
+    loud = integrated(low, ESTIMATE_RATE) if short else _gated(energy, ESTIMATE_RATE)
     if not np.isfinite(loud):
-        return y
-    gained = y * np.float32(10 ** ((SPEECH_LUFS - loud) / 20))
-    limited = limit(gained, SPEECH_PEAK * 0.999, rate)
-    if limited is not gained and float(np.max(np.abs(gained))) > SPEECH_PEAK * 2:
+        return y, energy
+    scale = np.float32(10 ** ((SPEECH_LUFS - loud) / 20))
+    gained = y * scale
+    energy *= float(scale) ** 2
+    gain = _limiter_gain(gained, SPEECH_PEAK * 0.999, rate)
+    if gain is None:
+        return gained, energy
+    limited = gain.apply(gained)
+    if float(np.max(np.abs(gained))) > SPEECH_PEAK * 2:
         # Heavy limiting (over 6 dB) takes noticeable loudness away: measure and restore it.
         loud = estimate(limited, rate)
         limited = limit(
             limited * np.float32(10 ** ((SPEECH_LUFS - loud) / 20)), SPEECH_PEAK * 0.999, rate
         )
-    return limited
+        return limited, k_weighted(at_estimate_rate(limited, rate), ESTIMATE_RATE) ** 2
+    energy *= gain.every(rate / ESTIMATE_RATE, len(low)) ** 2
+    return limited, energy

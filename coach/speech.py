@@ -419,10 +419,17 @@ class SpeechCache:
                     removed += 1
         return removed
 
-    def _store(self, text: str, settings: SpeechSettings, pcm: np.ndarray) -> Samples:
+    def _store(
+        self,
+        text: str,
+        settings: SpeechSettings,
+        pcm: np.ndarray,
+        summary: loudness.Summary | None = None,
+    ) -> Samples:
         """Put 16-bit samples at ``RATE`` into the cache; return the stored clip's length.
         If another process stored a good clip first, theirs is kept and its length
-        returned; a bad entry in the way is replaced."""
+        returned; a bad entry in the way is replaced. `summary`, the samples' loudness
+        summary, is kept beside the clip if it is ours that is stored."""
         path = self.path(text, settings)
         tmp = self.directory / f".tmp-{os.getpid()}-{uuid.uuid4().hex}.wav"
         data = wav_bytes(pcm)
@@ -444,13 +451,16 @@ class SpeechCache:
                 # Ours, then: the bytes just written and synced, not read back to check.
                 st = path.stat()
                 self._verified[path] = (st.st_size, st.st_mtime_ns, len(pcm))
+                ours = True
             except FileExistsError:
-                if self._check(path) is None:
+                ours = self._check(path) is None
+                if ours:
                     os.replace(tmp, path)  # a damaged entry: ours takes its place
             except OSError:
                 # No hard links on this file system: an atomic replace, unless a good
                 # entry is there already.
-                if self._check(path) is None:
+                ours = self._check(path) is None
+                if ours:
                     os.replace(tmp, path)
             fsync_dir(path.parent)
         except OSError as e:
@@ -461,6 +471,8 @@ class SpeechCache:
         length = self._check(path)
         if length is None:
             raise SpeechError(f"speech cache entry vanished or is damaged: {path}")
+        if ours and summary is not None and summary.length == length:
+            self._keep_summary(path, self._stamp(path, length), summary)
         return length
 
 
@@ -624,11 +636,13 @@ def short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def finish_clip(x: np.ndarray, rate: int, text: str) -> np.ndarray:
+def finish_clip(x: np.ndarray, rate: int, text: str) -> tuple[np.ndarray, loudness.Summary]:
     """An engine's float32 mono samples at `rate` as the cache stores them: int16 mono at
     ``RATE``, silence trimmed to the LEAD/TAIL margins, levelled
-    (coach.loudness.level_speech), faded at both edges. Raises SpeechError if it holds
-    no sound."""
+    (coach.loudness.level_speech), faded at both edges; and the clip's loudness summary,
+    from the measurement the levelling made (`loudness.measured_level`: measuring the
+    finished clip again took a fifth of a cold render's work). Raises SpeechError if
+    it holds no sound."""
     import numpy as np
     import soxr
 
@@ -640,13 +654,18 @@ def finish_clip(x: np.ndarray, rate: int, text: str) -> np.ndarray:
     end = int(loud[-1]) + 1 + round(TAIL * rate)
     seg = np.pad(x[max(start, 0) : min(end, len(x))], (max(-start, 0), max(end - len(x), 0)))
     # Levelled at the engine's rate, where it costs half as much as after resampling.
-    seg = loudness.level_speech(seg, rate)
+    seg, energy = loudness.measured_level(seg, rate)
     y = soxr.resample(seg, rate, RATE, quality="HQ").astype(np.float32)
     n = min(round(FADE * RATE), len(y) // 2)
     ramp = raised_cosine(np.linspace(0.0, np.pi, n)).astype(np.float32)
     y[:n] *= ramp
     y[len(y) - n :] *= ramp[::-1]
-    return np.clip(np.round(y * 32768), -32768, 32767).astype("<i2")
+    pcm = np.clip(np.round(y * 32768), -32768, 32767).astype("<i2")
+    # The energy's samples as many as the finished clip's at ESTIMATE_RATE would be (the
+    # fades fall in the silent margins, where it is all but nothing).
+    size = round(len(pcm) * loudness.ESTIMATE_RATE / RATE)
+    energy = np.pad(energy[:size], (0, max(size - len(energy), 0)))
+    return pcm, loudness.summary_of(pcm, energy, 1 / 32768)
 
 
 class Synthesizer:
@@ -734,11 +753,9 @@ class Synthesizer:
         pending: list[Future[None]] = []
 
         def finish(text: str, samples: np.ndarray, rate: int) -> None:
-            pcm = finish_clip(samples, rate, text)
-            n = self.cache._store(text, plain, pcm)
-            # Its loudness summary now, while the engine makes the next clip, rather than
-            # when the session's level is reckoned (SpeechCache.summary keeps it).
-            self.cache.summary(text, plain)
+            # Its loudness summary kept now, while the engine makes the next clip, rather
+            # than when the session's level is reckoned.
+            n = self.cache._store(text, plain, *finish_clip(samples, rate, text))
             with lock:
                 lengths[text] = n
                 self.synthesized += 1

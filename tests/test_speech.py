@@ -388,7 +388,9 @@ def test_rate_is_honoured_when_it_changes_in_one_engine(tmp_path: Path) -> None:
             raw = tmp_path / f"{i}.wav"
             parent.send((i, text, "gmw/en", rate, str(raw)))
             assert parent.recv() == ("done", i)
-            lengths[text, rate] = len(speech.finish_clip(*speech_pyttsx3.read_wav(raw, text), text))
+            lengths[text, rate] = len(
+                speech.finish_clip(*speech_pyttsx3.read_wav(raw, text), text)[0]
+            )
         parent.send(None)
         worker.join(5)
     finally:
@@ -548,20 +550,23 @@ def test_a_clips_loudness_summary_is_kept_beside_it_and_remade_when_stale(
 
     text = SENTENCES[1]
     Synthesizer(cache).ensure([text], EN)
-    made = cache.summary(text, EN)
-    fresh = loudness.summarize(cache.load(text, EN))
-    assert made.length == len(cache.load(text, EN))
-    assert np.array_equal(made.curve, fresh.curve) and np.array_equal(made.peaks, fresh.peaks)
     side = cache.path(text, EN).with_suffix(speech.SUMMARY_SUFFIX)
     assert side.is_file()
-    # Kept: the second time the clip is not even loaded.
+    # Kept when the clip was made (from the levelling's measurement): not loaded for it.
     monkeypatch.setattr(SpeechCache, "load", lambda *a: pytest.fail("loaded again"))
-    again = cache.summary(text, EN)
-    assert np.array_equal(again.curve, made.curve)
+    kept = cache.summary(text, EN)
     monkeypatch.undo()
-    # A damaged summary is made again, and so is one whose clip has changed since.
+    made = loudness.summarize(cache.load(text, EN))  # the clip measured afresh
+    assert kept.length == made.length == len(cache.load(text, EN))
+    assert np.array_equal(kept.peaks, made.peaks) and len(kept.curve) == len(made.curve)
+    assert abs(10 * np.log10(kept.curve[-1] / made.curve[-1])) < 0.1
+    # A damaged summary is made again from the clip, and so is one whose clip has
+    # changed since.
     side.write_bytes(b"garbage")
     assert np.array_equal(cache.summary(text, EN).curve, made.curve)
+    monkeypatch.setattr(SpeechCache, "load", lambda *a: pytest.fail("loaded again"))
+    assert np.array_equal(cache.summary(text, EN).curve, made.curve)  # and kept
+    monkeypatch.undo()
     side.write_bytes(side.read_bytes()[:-4])  # truncated
     assert np.array_equal(cache.summary(text, EN).peaks, made.peaks)
     clip = cache.path(text, EN)
@@ -580,6 +585,28 @@ def test_a_clips_loudness_summary_is_kept_beside_it_and_remade_when_stale(
         st.st_ino,
         made.length,
     )
+
+
+@pytest.mark.tts
+def test_a_sessions_level_from_the_summaries_kept_at_synthesis_is_as_measured_from_its_clips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summaries a cold render keeps (from each clip's levelling) and those measured
+    from the clips afresh give a built-in session the same level, within 0.05 dB."""
+    from coach.mixer import SoundBank, session_gain
+    from coach.session import Options, prepare
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    gains = []
+    for fresh in (False, True):
+        if fresh:
+            for side in (tmp_path / "cache").rglob("*" + speech.SUMMARY_SUFFIX):
+                side.unlink()
+        prepared = prepare("upper-back-basics", Options(voice="calm-en"))
+        bank = SoundBank(prepared.clips(), channels=2, volume=prepared.pack.volume)
+        gains.append(session_gain(prepared.timeline, bank))
+    assert list((tmp_path / "cache").rglob("*" + speech.SUMMARY_SUFFIX))  # remade
+    assert abs(20 * np.log10(gains[0] / gains[1])) < 0.05, gains
 
 
 def test_a_later_run_trusts_a_clip_its_summary_saw_checked_and_checks_a_changed_one(
