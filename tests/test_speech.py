@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coach import speech, speech_pyttsx3
+from coach import speech, speech_pyttsx3, speech_pyttsx3_worker
 from coach.errors import SpeechError
 from coach.speech import SpeechCache, SpeechSettings, Synthesizer, Voice, list_voices
 from coach.units import RATE, to_samples
@@ -378,7 +378,7 @@ def test_rate_is_honoured_when_it_changes_in_one_engine(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     worker = ctx.Process(
-        target=speech_pyttsx3._worker_main, args=(child, "espeak", 30.0), daemon=True
+        target=speech_pyttsx3_worker.worker_main, args=(child, "espeak", 30.0), daemon=True
     )
     worker.start()
     child.close()
