@@ -35,8 +35,10 @@ DUCK_RAMP: Samples = to_samples(0.3)
 SIDE_PAN = 0.75
 #: A render's peaks stay under this (a margin under the -1 dBFS ceiling we promise).
 PEAK_CEILING = 10 ** (-1.1 / 20)
-#: Clips kept in memory for reuse (a countdown phrase recurs all session long).
-_KEEP_CLIPS = 48
+#: Clips kept in memory for reuse (a countdown phrase recurs all session long). Each
+#: is a few hundred kB; 48 held 37 MB more at a 2-hour MP3 render's peak (175 against
+#: 138 MB) and rendered a 36-minute WAV no faster (measured side by side).
+_KEEP_CLIPS = 16
 
 
 class Clips(Protocol):
