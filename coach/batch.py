@@ -106,6 +106,41 @@ def plan(
     return jobs
 
 
+def make_folders(template: str, jobs: Sequence[Job]) -> list[Path]:
+    """Make the folders a template's fields name (``out/{routine}/{pace}.mp3`` makes
+    ``out/upper-back-basics``): a user cannot make them before knowing the names. The
+    template's fixed folders (``out``) must be there already, as for a single file, and
+    are not made (a typo there is refused, not followed). Returns the folders made,
+    parents first, for `remove_empty` to take back what no render filled."""
+    parts = Path(template).parent.parts
+    fixed = next((i for i, part in enumerate(parts) if "{" in part), len(parts))
+    base = Path(*parts[:fixed]) if fixed else Path(".")
+    if fixed == len(parts) or not base.is_dir():
+        return []  # nothing of ours to make (check_output says what is missing)
+    made: list[Path] = []
+    for job in jobs:
+        folder = job.out.parent
+        below = folder.relative_to(base).parts
+        for depth in range(1, len(below) + 1):
+            step = base.joinpath(*below[:depth])
+            try:
+                step.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as e:
+                remove_empty(made)
+                raise CoachError(f"{job.out}: cannot make the folder {step}: {e.strerror}") from e
+            made.append(step)
+    return made
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove those of `folders` (made by `make_folders`) that hold nothing, deepest first."""
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: a render's file keeps its folder
+
+
 def _pace_name(factor: float | None) -> str:
     from coach.routine import pace_name
 

@@ -582,7 +582,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from coach.batch import plan
+    from coach.batch import make_folders, plan, remove_empty
     from coach.render import RenderOptions, check_request, routine_input
 
     if args.length is not None and args.pace is not None:
@@ -596,12 +596,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     )
     jobs = plan(args.routine, args.pace, args.voice, args.output)
     inputs = [i for routine in args.routine for i in routine_input(routine)]
-    for job in jobs:
-        check_request(job.out, options, inputs)  # before the work, not after it
-    with _signals_interrupt():
-        if len(jobs) == 1:
-            return _render_one(args, jobs[0], options)
-        return _render_batch(args, jobs, options)
+    made = make_folders(args.output, jobs)
+    try:
+        for job in jobs:
+            check_request(job.out, options, inputs)  # before the work, not after it
+        with _signals_interrupt():
+            if len(jobs) == 1:
+                return _render_one(args, jobs[0], options)
+            return _render_batch(args, jobs, options)
+    finally:
+        remove_empty(made)  # those no render filled: failed, refused or interrupted
 
 
 @contextlib.contextmanager

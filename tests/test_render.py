@@ -363,6 +363,44 @@ def test_a_batch_renders_every_combination_and_reports_the_one_that_failed(
     assert lengths["short-slow-calm-en.ogg"] > lengths["short-brisk-calm-en.ogg"]
 
 
+def test_a_batch_makes_the_folders_its_template_names_and_only_those(
+    run_cli, routine_file, tmp_path
+):
+    short = tmp_path / "short.yaml"
+    short.write_text(
+        "routine: 1\ntitle: Short\nvoice: calm-en\nsteps:\n"
+        "  - title: Rest\n    say: Rest.\n    time: 5s\n"
+    )
+    (tmp_path / "out").mkdir()
+    template = str(tmp_path / "out" / "{routine}" / "{pace}" / "{voice}.wav")
+    code, _, err = run_cli("render", str(short), "--pace", "slow,brisk", "-o", template)
+    assert code == 0, err
+    made = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "out").rglob("*.wav"))
+    assert made == ["out/short/brisk/calm-en.wav", "out/short/slow/calm-en.wav"]
+    assert sf.info(str(tmp_path / made[0])).frames < sf.info(str(tmp_path / made[1])).frames
+    # The fixed part of the folder is not made: a typo there is refused, nothing made.
+    code, _, err = run_cli(
+        "render", str(short), "--pace", "slow,brisk", "-o", str(tmp_path / "typo" / "{pace}.wav")
+    )
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "typo").exists()
+    # A render that fails leaves no folder behind for it; the batch's others keep theirs.
+    code, _, err = run_cli(
+        "render", str(routine_file), str(short), "--length", "20s",
+        "-o", str(tmp_path / "out" / "{routine}" / "x.wav"),
+    )  # fmt: skip
+    assert code == 1 and "1 of 2" in err
+    assert (tmp_path / "out" / "short" / "x.wav").is_file()
+    assert not (tmp_path / "out" / "render-test").exists()
+    # A request refused before any work takes back the folders it made.
+    code, _, err = run_cli(
+        "render", str(short), "--pace", "slow,brisk",
+        "-o", str(tmp_path / "out" / "new-{pace}" / "x.wma"),
+    )  # fmt: skip
+    assert code == 2 and "unknown output format" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["short"]
+
+
 def test_a_batch_whose_files_would_collide_is_refused_before_any_work(
     run_cli, routine_file, tmp_path
 ):
