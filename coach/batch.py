@@ -113,7 +113,8 @@ def make_folders(template: str, jobs: Sequence[Job]) -> list[Path]:
     are not made (a typo there is refused, not followed). Returns the folders made,
     parents first, for `remove_empty` to take back what no render filled."""
     parts = Path(template).parent.parts
-    fixed = next((i for i, part in enumerate(parts) if "{" in part), len(parts))
+    named = (i for i, part in enumerate(parts) if any(p in part for p in PLACEHOLDERS))
+    fixed = next(named, len(parts))
     base = Path(*parts[:fixed]) if fixed else Path(".")
     if fixed == len(parts) or not base.is_dir():
         return []  # nothing of ours to make (check_output says what is missing)

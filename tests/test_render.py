@@ -384,6 +384,10 @@ def test_a_batch_makes_the_folders_its_template_names_and_only_those(
     )
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "typo").exists()
+    # A brace that names no field is part of the fixed folder, not a field.
+    brace = str(tmp_path / "out" / "{x}" / "{pace}.wav")
+    code, _, err = run_cli("render", str(short), "--pace", "slow,brisk", "-o", brace)
+    assert code == 2 and "does not exist" in err and not (tmp_path / "out" / "{x}").exists()
     # A render that fails leaves no folder behind for it; the batch's others keep theirs.
     code, _, err = run_cli(
         "render", str(routine_file), str(short), "--length", "20s",
