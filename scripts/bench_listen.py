@@ -18,8 +18,9 @@ echo about as loud as the person speaking, and a microphone's hiss (-60 dBFS).
    command both count against).
 2. False triggers: the chatter of tests/speech_for_listen.py (38 phrases, five voices,
    a cough and a laugh) between cues, with the wake word and without (--listen=direct);
-   its 30 held-out phrases (CHATTER_HELD_OUT, said at the voices' other rates; no
-   threshold is set on them) with the wake word; and the rendered sessions alone, the
+   its 30 held-out phrases (CHATTER_HELD_OUT, said at the voices' other rates) with the
+   wake word, and as many unseen ones (CHATTER_UNSEEN, the same way: no threshold is set
+   on them, and none was set by looking at them); and the rendered sessions alone, the
    coach's speech fed back with barge-in on.
 3. Command to effect: the later of the endpointer's wait after the speech ends and the
    end of the decoding (begun in the quiet before the endpointer's end: listen.TAIL;
@@ -57,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from speech_for_listen import (
     CHATTER,
     CHATTER_HELD_OUT,
+    CHATTER_UNSEEN,
     ESPEAK_VOICES,
     SR,
     cough,
@@ -324,11 +326,24 @@ def over_speech(voices: list[tuple[str, float]], rendered) -> None:
     )
 
 
-def chatter(voices: list[tuple[str, float]], held_out: bool = False) -> None:
-    """False triggers of talk between cues: CHATTER, or CHATTER_HELD_OUT (said at the
-    voices' other rates, and with the wake word only)."""
-    rng = np.random.default_rng(4 if held_out else 3)
-    phrases = CHATTER_HELD_OUT if held_out else CHATTER
+#: The chatter sets: their phrases, the seed of their noise, and how the bench names them.
+CHATTERS = {
+    "chatter": (CHATTER, 3, "chatter"),
+    "held-out": (
+        CHATTER_HELD_OUT,
+        4,
+        "held-out chatter (one of its triggers looked at for listen.MIN_WAKE_SCORE)",
+    ),
+    "unseen": (CHATTER_UNSEEN, 5, "unseen chatter (no threshold set on it or by it)"),
+}
+
+
+def chatter(voices: list[tuple[str, float]], which: str = "chatter") -> None:
+    """False triggers of talk between cues: CHATTER; or CHATTER_HELD_OUT or
+    CHATTER_UNSEEN (said at the voices' other rates, and with the wake word only)."""
+    phrases, seed, what = CHATTERS[which]
+    held_out = which != "chatter"
+    rng = np.random.default_rng(seed)
     if held_out:
         rates = {r for _, r in voices}
         others = sorted({r for v, r in speakers(False) if r not in rates} or rates)
@@ -351,11 +366,10 @@ def chatter(voices: list[tuple[str, float]], held_out: bool = False) -> None:
         runs.append((None, "without (--listen=direct)"))
     for wake, name in runs:
         silent = np.zeros(round((t + 1) * RATE), dtype=np.float32)
-        title = f"{'held-out ' if held_out else ''}chatter {wake or 'direct'}"
+        title = f"{which} {wake or 'direct'}"
         sim = Room(silent, [], people, wake=wake, seed=3, title=title)
         listener = sim.run()
         goal = "; goal: 0" if wake else ""
-        what = "held-out chatter (no threshold set on it)" if held_out else "chatter"
         print(
             f"false triggers, {what} between cues {name}: {len(sim.heard)} in "
             f"{len(clips)} utterances, {hours * 60:.1f} min of talk "
@@ -416,7 +430,9 @@ def seed_piper() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a third of the voices")
-    parser.add_argument("--skip", default="", help="comma list: between,over,chatter,held-out,own")
+    parser.add_argument(
+        "--skip", default="", help="comma list: between,over,chatter,held-out,unseen,own"
+    )
     parser.add_argument("--log", help="write each utterance's fate and measures to this file")
     parser.add_argument(
         "--phone-loop",
@@ -453,8 +469,9 @@ def main() -> int:
         over_speech(voices, rendered)
     if "chatter" not in skip:
         chatter(voices)
-    if "held-out" not in skip:
-        chatter(voices, held_out=True)
+    for which in ("held-out", "unseen"):
+        if which not in skip:
+            chatter(voices, which)
     if "own" not in skip:
         own_voice(rendered)
     print(f"bench time {time.perf_counter() - began:.0f} s")

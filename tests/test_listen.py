@@ -139,11 +139,50 @@ def test_chatter_that_passes_for_a_command_but_lacks_one_of_its_sounds_is_refuse
     # Without the check, the chatter is obeyed: every other check passes it.
     bar = listen.MIN_PHONE_FIT
     monkeypatch.setattr(listen, "MIN_PHONE_FIT", -math.inf)
+    _unchecked_wake_word(monkeypatch)
     lines: list[str] = []
     unchecked = listen.Listener(listen.Recognizer(), trace=lines.append)
     assert [h.phrase for h in feed(unchecked, *sounds)] == ["next", "more pressure", "pause"]
     chatter = float(lines[0].split(" phone_fit ")[1].split()[0])
     assert chatter < bar, lines[0]
+
+
+def _unchecked_wake_word(monkeypatch) -> None:
+    monkeypatch.setattr(listen, "MIN_COACH_FRAMES", (0, 0, 0))
+    monkeypatch.setattr(listen, "MIN_SHORT_PHONE_FIT", -math.inf)
+    monkeypatch.setattr(listen, "MIN_WAKE_SCORE", -math.inf)
+
+
+def test_chatter_whose_wake_word_is_not_said_in_full_is_refused(monkeypatch):
+    """Chatter from bench_listen that passed every other check: aligned, the "oh" or
+    the "ch" of "coach" is squeezed into a few frames, or a short phone fits poorly
+    (listen.MIN_COACH_FRAMES and after). Commands are not.
+    (A fresh recognizer for each: its scores depend a little on what it decoded before.)"""
+    chatter = [
+        ("not so hard", "en-gb-scotland", 140),
+        ("not so hard", "en-us+f3", 140),
+        ("how long is left?", "en-us+f3", 140),
+        ("go ahead", "en-us+f3", 175),
+        ("go ahead", "en-us+f3", 140),
+    ]
+    commands = [("coach, more pressure", "en", 175), ("coach, next", "en-us+f3", 160)]
+    sounds = [speak(*said) for said in chatter + commands]
+
+    def obeyed() -> tuple[list[list[str]], list[str]]:
+        heard, lines = [], []
+        for sound in sounds:
+            listener = listen.Listener(listen.Recognizer(), trace=lines.append)
+            heard.append([h.phrase for h in feed(listener, sound)])
+        return heard, lines
+
+    heard, lines = obeyed()
+    assert heard == [[]] * len(chatter) + [["more pressure"], ["next"]], lines
+    assert all("(a sound of the wake word is" in line for line in lines[: len(chatter)]), lines
+    # Without the check, each is obeyed: every other check passes it.
+    _unchecked_wake_word(monkeypatch)
+    heard, lines = obeyed()
+    expected = [["slower"], ["slower"], ["lighter"], ["next"], ["next"]]
+    assert heard == [*expected, ["more pressure"], ["next"]], lines
 
 
 def test_noise_and_the_rhythm_pulses_never_reach_the_recognizer(recognizer):
