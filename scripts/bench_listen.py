@@ -20,8 +20,9 @@ echo about as loud as the person speaking, and a microphone's hiss (-60 dBFS).
    a cough and a laugh) between cues, with the wake word and without (--listen=direct);
    its 30 held-out phrases (CHATTER_HELD_OUT, said at the voices' other rates) with the
    wake word, and as many unseen ones (CHATTER_UNSEEN, the same way: no threshold is set
-   on them, and none was set by looking at them); and the rendered sessions alone, the
-   coach's speech fed back with barge-in on.
+   on them, and none was set by looking at them); CHATTER said over the coach's cues,
+   with the wake word (no goal); and the rendered sessions alone, the coach's speech fed
+   back with barge-in on.
 3. Command to effect: the later of the endpointer's wait after the speech ends and the
    end of the decoding (begun in the quiet before the endpointer's end: listen.TAIL;
    stream time, plus the decoding's wall time on this machine), plus one block and the
@@ -284,6 +285,50 @@ def sessions() -> list[
     return out
 
 
+def over_cues(speech: list[tuple[float, float]], queue: list, sound: Callable) -> tuple:
+    """Which of `queue`'s clips (taken from it, in turn) to say over the cues `speech`
+    spans, and when: each within one cue, after the first 8 s (the canceller learns the
+    room from the coach's first words), 1.2 s apart."""
+    at, take = [], []
+    last = 8.0
+    for a, b in speech:
+        while queue and max(a + 0.3, last) + len(sound(queue[0])) / SR < b and a > 8.0:
+            start = max(a + 0.3, last)
+            clip = queue.pop(0)
+            at.append(start)
+            take.append(clip)
+            last = start + len(sound(clip)) / SR + 1.2
+    return at, take
+
+
+def chatter_over(voices: list[tuple[str, float]], rendered) -> None:
+    """False triggers of CHATTER said over the coach's cues, with the wake word."""
+    rng = np.random.default_rng(6)
+    queue = [
+        (text, v, r, noisy(speak(text, v, r), NOISES[i % 3], rng))
+        for i, (text, (v, r)) in enumerate(itertools.product(CHATTER, voices))
+    ]
+    total, seconds, found, said = 0, 0.0, [], 0
+    for k, (_, audio, speech, sounding) in enumerate(rendered):
+        at, take = over_cues(speech, queue, lambda clip: clip[-1])
+        people = lay([c[-1] for c in take], at, round(len(audio) / RATE * SR))
+        sim = Room(audio, sounding, people, seed=30 + k, title=f"chatter over {k}")
+        sim.run()
+        total += len(sim.heard)
+        said += len(take)
+        seconds += sum(len(c[-1]) for c in take) / SR
+        for h, _ in sim.heard:
+            i = max(j for j, a in enumerate(at) if a <= h.start + 0.3)
+            found.append(f"{h.phrase!r} from {take[i][0]!r} ({take[i][1]}, {take[i][2]:g})")
+    print(
+        f"false triggers, chatter over the coach's speech with the wake word: {total} in "
+        f"{said} utterances, {seconds / 60:.1f} min of talk "
+        f"({total / (seconds / 3600):.0f} per hour; no goal set)"
+    )
+    for line in found[:8]:
+        print(f"    {line}")
+
+
 def over_speech(voices: list[tuple[str, float]], rendered) -> None:
     clips = commands(voices, seed=2)
     said: list[Said] = []
@@ -294,15 +339,7 @@ def over_speech(voices: list[tuple[str, float]], rendered) -> None:
     for k, (_, audio, speech, sounding) in enumerate(rendered):
         if not queue:
             break
-        at, take = [], []
-        last = 8.0  # the canceller learns the room from the coach's first words
-        for a, b in speech:
-            while queue and max(a + 0.3, last) + len(queue[0][-1]) / SR < b and a > 8.0:
-                start = max(a + 0.3, last)
-                clip = queue.pop(0)
-                at.append(start)
-                take.append(clip)
-                last = start + len(clip[-1]) / SR + 1.2
+        at, take = over_cues(speech, queue, lambda clip: clip[-1])
         n = round(len(audio) / RATE * SR)
         people = lay([c[-1] for c in take], at, n)
         sim = Room(audio, sounding, people, seed=10 + k, title=f"over {k}")
@@ -431,7 +468,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a third of the voices")
     parser.add_argument(
-        "--skip", default="", help="comma list: between,over,chatter,held-out,unseen,own"
+        "--skip",
+        default="",
+        help="comma list: between,over,chatter,chatter-over,held-out,unseen,own",
     )
     parser.add_argument("--log", help="write each utterance's fate and measures to this file")
     parser.add_argument(
@@ -464,11 +503,13 @@ def main() -> int:
                 f"median {1000 * w:.0f} ms, decoding from {1000 * a:.0f} ms (median) and "
                 f"taking {1000 * d:.0f} ms (median), player {1000 * player:.0f} ms"
             )
-    rendered = sessions() if not {"over", "own"} <= skip else []
+    rendered = sessions() if not {"over", "own", "chatter-over"} <= skip else []
     if "over" not in skip:
         over_speech(voices, rendered)
     if "chatter" not in skip:
         chatter(voices)
+    if "chatter-over" not in skip:
+        chatter_over(voices, rendered)
     for which in ("held-out", "unseen"):
         if which not in skip:
             chatter(voices, which)
