@@ -76,8 +76,8 @@ WAKE_WINDOW = 2.5
 #: - the wake word's stretch, decoded again alone, fits to MIN_FIT_WAKE, and the
 #:   command's stretch, alone, to MIN_FIT_COMMAND: chatter that passes as a whole seldom
 #:   passes in both halves;
-#: - between cues, also each phone by itself (MIN_PHONE_FIT, below), and "coach" said
-#:   in full (MIN_COACH_FRAMES, below).
+#: - between cues, also each phone by itself (MIN_PHONE_FIT, below);
+#: - between cues and over the coach, "coach" said in full (MIN_COACH_FRAMES, below).
 #: Bare commands (`--listen=direct`, a quiet room) need only MIN_FIT_DIRECT.
 MIN_COVER = 0.7
 MIN_WAKE_TIME = 0.22
@@ -90,9 +90,9 @@ MIN_FIT_DIRECT = -15.0
 #: from the commands alone: in bench_listen the worst phone of the 178 accepted between
 #: cues fit at -94; chatter that passed every other check, at -57 to -153.
 MIN_PHONE_FIT = -105.0
-#: Between cues and over the coach, "coach" must be said in full. Chatter the grammar forces onto it
-#: mostly lacks one of its sounds, and the aligner squeezes that phone into a few
-#: frames, or fits it poorly: the "oh" must last MIN_COACH_FRAMES[1] frames and the
+#: Between cues and over the coach, "coach" must be said in full. Chatter the grammar
+#: forces onto it mostly lacks one of its sounds, and the aligner squeezes that phone
+#: into a few frames, or fits it poorly: the "oh" must last MIN_COACH_FRAMES[1] frames and the
 #: "ch" MIN_COACH_FRAMES[2] (the "k" may have the HMM's shortest time, 3 frames), a
 #: phone of at most SHORT_WAKE_PHONE frames must fit to MIN_SHORT_PHONE_FIT, and the
 #: word as a whole to MIN_WAKE_SCORE (acoustic score per frame, from the alignment).
@@ -437,9 +437,8 @@ class Recognizer:
         # (bench_listen), and commands heard from 169 to 164 of 180.
         if not why and phone_fit is not None and phone_fit < MIN_PHONE_FIT:
             why = "a sound of it is missing"
-        wake_phones = [p for w in aligned[: len(wake)] for p in w] if aligned and wake else []
-        if not why and wake_phones and in_full:
-            why = _wake_said_poorly(wake_phones)
+        if not why and in_full and aligned and aligned[0]:
+            why = _wake_said_poorly(aligned[0])  # (in_full: the wake word is "coach")
         return Decoded(phrase, why, wake_fit=wake_fit, command_fit=command_fit, **measures)
 
     def _phones_aligned(self, pcm: bytes) -> list[list[tuple[int, int, int]]] | None:

@@ -285,19 +285,19 @@ def sessions() -> list[
     return out
 
 
-def over_cues(speech: list[tuple[float, float]], queue: list, sound: Callable) -> tuple:
-    """Which of `queue`'s clips (taken from it, in turn) to say over the cues `speech`
-    spans, and when: each within one cue, after the first 8 s (the canceller learns the
-    room from the coach's first words), 1.2 s apart."""
+def over_cues(speech: list[tuple[float, float]], queue: list) -> tuple:
+    """Which of `queue`'s clips (tuples, their sound last; taken from it, in turn) to say
+    over the cues `speech` spans, and when: each within one cue, after the first 8 s
+    (the canceller learns the room from the coach's first words), 1.2 s apart."""
     at, take = [], []
     last = 8.0
     for a, b in speech:
-        while queue and max(a + 0.3, last) + len(sound(queue[0])) / SR < b and a > 8.0:
+        while queue and max(a + 0.3, last) + len(queue[0][-1]) / SR < b and a > 8.0:
             start = max(a + 0.3, last)
             clip = queue.pop(0)
             at.append(start)
             take.append(clip)
-            last = start + len(sound(clip)) / SR + 1.2
+            last = start + len(clip[-1]) / SR + 1.2
     return at, take
 
 
@@ -310,7 +310,7 @@ def chatter_over(voices: list[tuple[str, float]], rendered) -> None:
     ]
     total, seconds, found, said = 0, 0.0, [], 0
     for k, (_, audio, speech, sounding) in enumerate(rendered):
-        at, take = over_cues(speech, queue, lambda clip: clip[-1])
+        at, take = over_cues(speech, queue)
         people = lay([c[-1] for c in take], at, round(len(audio) / RATE * SR))
         sim = Room(audio, sounding, people, seed=30 + k, title=f"chatter over {k}")
         sim.run()
@@ -339,7 +339,7 @@ def over_speech(voices: list[tuple[str, float]], rendered) -> None:
     for k, (_, audio, speech, sounding) in enumerate(rendered):
         if not queue:
             break
-        at, take = over_cues(speech, queue, lambda clip: clip[-1])
+        at, take = over_cues(speech, queue)
         n = round(len(audio) / RATE * SR)
         people = lay([c[-1] for c in take], at, n)
         sim = Room(audio, sounding, people, seed=10 + k, title=f"over {k}")
